@@ -1,0 +1,99 @@
+"""The operations behind each invoke task, free of invoke so tests can call them."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln import packer
+from kiln.cli import say, warn
+from kiln.config import Config
+from kiln.errors import UserError
+from kiln.gitinfo import git_revision
+from kiln.paths import Paths
+from kiln.render import RenderedPair, RenderOptions, render_all
+from kiln.targets import select_pairs
+from kiln.validate import Summary, packer_checks, shellcheck_checks, vagrant_checks
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    packer: list[RenderedPair]
+    vagrant: list[Path]
+    options: RenderOptions
+
+
+def render_options(config: Config, paths: Paths) -> RenderOptions:
+    from kiln.keys import ensure_build_key
+
+    version = packer.installed_version()
+    if version is None:
+        warn(f"packer not found: rendering for Packer {packer.ASSUMED_VERSION} syntax")
+        version = packer.ASSUMED_VERSION
+    requested = config["build"]["accelerator"]
+    # Rendering never boots a VM: 'auto' bakes in the safe default; `invoke build` passes
+    # the probed accelerator with -var.
+    accel = requested if requested in ("kvm", "tcg") else "tcg"
+    return RenderOptions(
+        packer_version=version,
+        git_revision=git_revision(paths.root),
+        accelerator=accel,
+        ssh_key=ensure_build_key(paths.build),
+    )
+
+
+def render(
+    config: Config, paths: Paths, targets: Sequence[str] = (), builders: Sequence[str] = (),
+    shapes: Sequence[str] | None = None,
+) -> RenderResult:
+    from kiln.vagrant import render_cluster, write_cluster
+
+    pairs = select_pairs(config.data, targets or None, builders or None)
+    options = render_options(config, paths)
+    for name, reason in config.excluded.items():
+        say(f"--> component {name} excluded: {reason}")
+    # Render every Vagrantfile in memory before writing anything.
+    clusters = [render_cluster(config, s, paths) for s in (shapes if shapes is not None
+                                                          else config["cluster"]["shapes"])]
+    rendered = render_all(config, pairs, paths, options)
+    vagrant_dirs = [write_cluster(c) for c in clusters]
+    return RenderResult(rendered, vagrant_dirs, options)
+
+
+def validate(config: Config, paths: Paths, targets: Sequence[str] = (),
+             builders: Sequence[str] = ()) -> Summary:
+    result = render(config, paths, targets, builders)
+    summary = Summary()
+    say(f"==> packer validate: {len(result.packer)} template(s) "
+        f"(Packer {result.options.packer_version})")
+    for check in packer_checks(result.packer, paths):
+        summary.add(check)
+    say("==> shellcheck: provision/")
+    for check in shellcheck_checks(paths):
+        summary.add(check)
+    say(f"==> vagrant validate: {len(result.vagrant)} cluster Vagrantfile(s)")
+    for check in vagrant_checks(result.vagrant, paths):
+        summary.add(check)
+    return summary
+
+
+def clean(paths: Paths, everything: bool = False) -> list[Path]:
+    """Remove generated files; keep caches (base images, probe results) unless everything."""
+    if not paths.build.exists():
+        return []
+    keep = set() if everything else {"cache", "base", "keys"}
+    removed = []
+    for child in sorted(paths.build.iterdir()):
+        if child.name in keep:
+            continue
+        if child.name == "vagrant" and any(child.glob("*/.vagrant/machines/*/*/id")):
+            raise UserError(f"{child} holds running or halted Vagrant machines",
+                            "run `invoke down --destroy` first")
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+        removed.append(child)
+    return removed

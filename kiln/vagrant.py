@@ -1,0 +1,122 @@
+"""Vagrant side: render cluster Vagrantfiles and validate them.
+
+Each cluster lives in build/vagrant/<cluster>-<shape>/ with a Vagrantfile (from
+vagrant/Vagrantfile.j2) and kiln-cluster.json (machines, sizes, node specs) that the
+Vagrantfile reads, so the Ruby stays generic and the data stays JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from kiln.config import Config
+from kiln.paths import Paths
+from kiln.runner import capture, run
+from kiln.shapes import Shape, node_specs, parse_shape
+from kiln.validate import FAIL, PASS, SKIP, Check
+
+VAGRANT_HINT = "apt-get install vagrant vagrant-libvirt (or a HashiCorp release)"
+
+
+@dataclass(frozen=True)
+class ClusterFiles:
+    name: str
+    shape: Shape
+    directory: Path
+    files: dict[str, str]
+
+
+def cluster_data(config: Config, shape: Shape, paths: Paths, driver: str) -> dict[str, Any]:
+    cluster = config["cluster"]
+    trial = config["trial"]
+    machines = []
+    for spec in node_specs(shape, cluster):
+        sizing = cluster[spec["role"]]
+        machines.append({
+            "name": spec["name"],
+            "ip": spec["ip"],
+            "role": spec["role"],
+            "cpus": sizing["cpus"],
+            "memory_mb": sizing["memory_mb"],
+            "spec": spec,
+        })
+    debian = config["targets"].get("debian-12", {})
+    return {
+        "name": f"{cluster['name']}-{shape.name}",
+        "shape": shape.name,
+        "box": {"name": trial["box_name"], "url": trial["box_url"]},
+        "ssh": {"username": debian.get("ssh_username", "vagrant"),
+                "private_key": str(paths.keys / "kiln_ed25519")},
+        "libvirt": {"driver": driver},
+        "machines": machines,
+    }
+
+
+def render_cluster(config: Config, shape_text: str, paths: Paths, driver: str = "qemu") -> ClusterFiles:
+    shape = parse_shape(shape_text)
+    data = cluster_data(config, shape, paths, driver)
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(paths.vagrant_templates)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    vagrantfile = env.get_template("Vagrantfile.j2").render(cluster=data["name"], shape=shape.name)
+    files = {
+        "Vagrantfile": vagrantfile,
+        "kiln-cluster.json": json.dumps(data, indent=2, sort_keys=True) + "\n",
+    }
+    return ClusterFiles(data["name"], shape, paths.build / "vagrant" / data["name"], files)
+
+
+def write_cluster(item: ClusterFiles) -> Path:
+    item.directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{item.name}.", dir=item.directory.parent))
+    try:
+        for rel, text in item.files.items():
+            (staging / rel).write_text(text, encoding="utf-8")
+        item.directory.mkdir(exist_ok=True)
+        # Keep .vagrant/ (machine state) of an existing cluster: replace files one by one.
+        for rel in item.files:
+            (staging / rel).replace(item.directory / rel)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return item.directory
+
+
+def _env(provider: str) -> dict[str, str]:
+    return {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_DEFAULT_PROVIDER": provider,
+            "VAGRANT_NO_COLOR": "1"}
+
+
+def validate_check(directory: Path, paths: Paths, provider: str = "libvirt") -> Check:
+    subject = f"{directory.relative_to(paths.root)} ({provider})"
+    exe = shutil.which("vagrant")
+    if exe is None:
+        return Check("vagrant validate", subject, SKIP, f"vagrant not installed: {VAGRANT_HINT}")
+    argv = [exe, "validate"]
+    detail = ""
+    if provider == "libvirt" and not _libvirt_plugin_installed() \
+            and "vagrant-libvirt" not in (capture([exe, "plugin", "list"]) or ""):
+        argv.append("-p")
+        detail = "vagrant-libvirt not installed: provider blocks not checked"
+    if provider == "virtualbox" and shutil.which("VBoxManage") is None:
+        argv.append("-p")
+        detail = "VirtualBox not installed: provider blocks not checked (vagrant refuses without it)"
+    result = run(argv, step="vagrant validate", cwd=directory, env=_env(provider), quiet=True,
+                 check=False, timeout=120)
+    if result.returncode == 0:
+        return Check("vagrant validate", subject, PASS, detail)
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    return Check("vagrant validate", subject, FAIL, (lines[-1] if lines else "failed")[:160])
+
+
+def _libvirt_plugin_installed() -> bool:
+    # Debian's vagrant-libvirt package is a system plugin that `vagrant plugin list` omits.
+    return Path("/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json").exists()

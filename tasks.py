@@ -1,0 +1,76 @@
+"""kiln's command line: `invoke --list`. Each task parses options and calls kiln.app."""
+
+from __future__ import annotations
+
+from invoke import Collection, task
+from invoke.exceptions import Exit
+
+from kiln import app
+from kiln import doctor as doctor_mod
+from kiln.cli import COMMON_HELP, config_from, handle_errors, say, split_csv
+from kiln.paths import Paths
+
+SELECT_HELP = {
+    "target": "Target name(s) from config.json `targets`, comma separated or repeated "
+              "(default: build.targets).",
+    "builder": "Builder(s): qemu, virtualbox, amazon-ebs (default: build.builders).",
+}
+COMMON = ["config", "set_"]
+
+
+@task(iterable=[*COMMON, "target", "builder"], help={**COMMON_HELP, **SELECT_HELP})
+@handle_errors
+def render(c, target=None, builder=None, config=None, set_=None, profile=""):
+    """Render Packer templates and Vagrantfiles into build/ (no tool runs)."""
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    result = app.render(cfg, paths, split_csv(target), split_csv(builder))
+    for item in result.packer:
+        say(f"rendered {item.template.relative_to(paths.root)}")
+    for directory in result.vagrant:
+        say(f"rendered {(directory / 'Vagrantfile').relative_to(paths.root)}")
+
+
+@task(iterable=[*COMMON, "target", "builder"], help={**COMMON_HELP, **SELECT_HELP})
+@handle_errors
+def validate(c, target=None, builder=None, config=None, set_=None, profile=""):
+    """Render, then packer validate + shellcheck + vagrant validate; summary table."""
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    summary = app.validate(cfg, paths, split_csv(target), split_csv(builder))
+    say("")
+    say(summary.table())
+    failed = [ch for ch in summary.checks if ch.result == "FAIL"]
+    say(f"\n{len(summary.checks) - len(failed)} passed, {len(failed)} failed")
+    if failed:
+        raise Exit(code=1)
+
+
+@task(help={
+    "goal": "What you want to do: build, vagrant, aws or all (default).",
+    "probe": "Boot a tiny guest to find out whether KVM really works (refreshes the cache).",
+})
+@handle_errors
+def doctor(c, goal="all", probe=False):
+    """Check the tools a goal needs: found / missing / how to install."""
+    if goal not in doctor_mod.GOALS:
+        from kiln.errors import UserError
+
+        raise UserError(f"--goal {goal!r}: expected one of {', '.join(doctor_mod.GOALS)}")
+    findings = doctor_mod.run_checks(Paths(), goal, probe)
+    say(doctor_mod.table(findings))
+    blocking = doctor_mod.needed(findings, goal)
+    if blocking:
+        say(f"\nmissing for '{goal}': {', '.join(f.name for f in blocking)}")
+        raise Exit(code=2)
+
+
+@task(help={"all": "Also remove caches: base images, the KVM probe result, build keys."})
+@handle_errors
+def clean(c, all=False):
+    """Remove generated files under build/ (keeps caches unless --all)."""
+    for path in app.clean(Paths(), everything=all):
+        say(f"removed {path}")
+
+
+ns = Collection(render, validate, doctor, clean)

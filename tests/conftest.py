@@ -1,0 +1,37 @@
+"""Shared fixtures: a throwaway copy of the repo's config/templates so tests never write
+into the real build/ directory."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kiln.paths import REPO_ROOT, Paths
+
+COPIED = ("config.json", "config.schema.json", "profiles", "packer", "vagrant", "provision",
+          "kiln_node", "kiln_bridge")
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Paths:
+    """A Paths rooted in a temp dir holding copies of config, schema and templates."""
+    for name in COPIED:
+        src = REPO_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.exists():
+            shutil.copy2(src, tmp_path / name)
+    return Paths(root=tmp_path)
+
+
+@pytest.fixture(scope="session")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real ed25519 key pair (Packer refuses templates whose key file is not a key)."""
+    import subprocess
+
+    key = tmp_path_factory.mktemp("keys") / "kiln_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f", str(key)],
+                   check=True)
+    return key

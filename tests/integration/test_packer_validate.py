@@ -1,0 +1,57 @@
+"""Real `packer validate` on every rendered template (no cloud credentials, no hypervisor)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kiln import packer
+from kiln.config import load_config
+from kiln.paths import Paths
+from kiln.render import RenderOptions, render_all
+from kiln.targets import select_pairs
+from kiln.validate import FAIL, PASS, packer_checks
+
+pytestmark = pytest.mark.skipif(shutil.which("packer") is None,
+                                reason="packer is not installed (scripts/setup installs it)")
+
+
+def rendered(tree: Paths, key: Path, **load: object):
+    cfg = load_config(tree, **load)  # type: ignore[arg-type]
+    version = packer.installed_version()
+    assert version is not None
+    opts = RenderOptions(packer_version=version, git_revision="test", accelerator="tcg", ssh_key=key)
+    return render_all(cfg, select_pairs(cfg.data), tree, opts)
+
+
+def test_every_rendered_template_passes_packer_validate(tree: Paths, ssh_key: Path) -> None:
+    items = rendered(tree, ssh_key)
+    checks = packer_checks(items, tree)
+    assert len(checks) == 11
+    failures = [c for c in checks if c.result != PASS]
+    assert failures == []
+    unpinned = [c.subject for c in checks if "not pinned" in c.detail]
+    assert sorted(unpinned) == sorted(i.pair.name for i in items if i.pair.target.image is not None
+                                      and i.pair.builder.needs == "disk")
+
+
+def test_amazon_ebs_with_encryption_sharing_and_regions_validates(tree: Paths, ssh_key: Path) -> None:
+    items = rendered(tree, ssh_key, sets=["aws.ebs.kms_key_id=alias/kiln",
+                                          'aws.share_with_accounts=["123456789012"]',
+                                          'aws.extra_regions=["eu-west-1", "us-west-2"]',
+                                          'build.builders=["amazon-ebs"]'])
+    assert {i.pair.name for i in items} == {"ubuntu-24.04-amazon-ebs", "ubuntu-22.04-amazon-ebs",
+                                           "amazonlinux-2023-amazon-ebs"}
+    assert all(c.result == PASS for c in packer_checks(items, tree))
+
+
+def test_a_broken_template_fails_validate_with_the_error(tree: Paths, ssh_key: Path) -> None:
+    items = rendered(tree, ssh_key, sets=['build.targets=["debian-12"]', 'build.builders=["qemu"]'])
+    template = items[0].template
+    template.write_text(template.read_text().replace('format           = "qcow2"',
+                                                     'format           = "vhd-bogus"'))
+    (check,) = packer_checks(items, tree)
+    assert check.result == FAIL
+    assert "format" in check.detail.lower()
