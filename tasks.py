@@ -65,6 +65,62 @@ def doctor(c, goal="all", probe=False):
         raise Exit(code=2)
 
 
+@task(iterable=[*COMMON, "target", "builder"], help={
+    **COMMON_HELP, **SELECT_HELP,
+    "parallel": "Build up to N pairs at once (default 1; base images are built first, one by one).",
+    "accel": "QEMU accelerator: auto (probe whether KVM really runs a guest), kvm or tcg.",
+    "quiet": "Print only kiln's stage lines; Packer's output still goes to build/logs/.",
+    "force_base": "Rebuild cached base images even when their inputs did not change.",
+})
+@handle_errors
+def build(c, target=None, builder=None, config=None, set_=None, profile="", parallel=1,
+          accel="", quiet=False, force_base=False):
+    """Bake images with Packer into build/artifacts/<target>-<builder>/."""
+    from kiln import build as build_mod
+
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    results = build_mod.run_builds(cfg, paths, split_csv(target), split_csv(builder),
+                                   parallel=int(parallel), accel=accel or None, quiet=quiet,
+                                   force_base=force_base)
+    for r in results:
+        say(f"{r.pair}: {r.directory}")
+
+
+@task(iterable=[*COMMON, "target"], help={
+    **COMMON_HELP,
+    "target": "Target with a locally built base image (default: every such target).",
+    "force": "Rebuild even when the cached image's fingerprint matches.",
+})
+@handle_errors
+def base(c, target=None, config=None, set_=None, profile="", force=False):
+    """Build the local base image of targets that have no downloadable one (debian-12)."""
+    from kiln.base import build_base
+
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    names = split_csv(target) or [n for n, t in cfg["targets"].items() if "base" in t]
+    for name in names:
+        entry = cfg["targets"].get(name)
+        if entry is None or "base" not in entry:
+            from kiln.errors import UserError
+
+            raise UserError(f"target {name!r} has no `base` block: it starts from a downloaded image")
+        image = build_base(name, entry, paths.build, force=force,
+                           log=paths.logs / f"base-{name}.log")
+        say(f"{name}: {image.path}")
+
+
+@task(iterable=["target"], help={"target": "Target(s) to pin (default: every target with an image)."})
+@handle_errors
+def pin(c, target=None):
+    """Fetch published checksum files and pin image sha256 values in config.json (online)."""
+    from kiln.pin import pin_targets
+
+    for name, (old, new) in pin_targets(Paths().config, split_csv(target)).items():
+        say(f"{name}: {old or '(unpinned)'} -> {new}")
+
+
 @task(help={"all": "Also remove caches: base images, the KVM probe result, build keys."})
 @handle_errors
 def clean(c, all=False):
@@ -73,4 +129,4 @@ def clean(c, all=False):
         say(f"removed {path}")
 
 
-ns = Collection(render, validate, doctor, clean)
+ns = Collection(render, validate, build, base, doctor, pin, clean)

@@ -187,3 +187,32 @@ def build_many(config: Config, pairs: Sequence[Pair], paths: Paths, options: Ren
         raise
     finally:
         pool.shutdown(wait=True)
+
+
+def run_builds(config: Config, paths: Paths, targets: Sequence[str], builders: Sequence[str], *,
+               parallel: int = 1, accel: str | None = None, quiet: bool = False,
+               force_base: bool = False) -> list[BuildResult]:
+    """Select pairs, resolve the accelerator once, check every pair, then build."""
+    from kiln import accel as accel_mod
+    from kiln.app import render_options
+    from kiln.targets import select_pairs
+
+    pairs = select_pairs(config.data, targets or None, builders or None)
+    problems = [f"{p.name}: {msg}" for p in pairs for msg in component_problems(config, p)]
+    if problems:
+        raise UserError("cannot build as configured:\n  - " + "\n  - ".join(problems),
+                        "pin the values named above, or leave components out (--profile offline)")
+    if parallel < 1:
+        raise UserError(f"--parallel {parallel}: expected 1 or more")
+    options = render_options(config, paths)
+    if any(p.builder.name == "qemu" for p in pairs):
+        requested = accel or config["build"]["accelerator"]
+        if requested not in ("auto", "kvm", "tcg"):
+            raise UserError(f"--accel {requested!r}: expected auto, kvm or tcg")
+        probe = accel_mod.resolve(requested, paths.cache)
+        _emit(f"==> accelerator: {probe.accel} ({probe.reason})")
+        from dataclasses import replace
+
+        options = replace(options, accelerator=accel_mod.packer_accelerator(probe.accel))
+    return build_many(config, pairs, paths, options, parallel=parallel, quiet=quiet,
+                      force_base=force_base)

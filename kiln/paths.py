@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def _default_root() -> Path:
+    # KILN_ROOT lets tests (and users with several checkouts of config) use another tree.
+    return Path(os.environ.get("KILN_ROOT") or REPO_ROOT).resolve()
+
+
 @dataclass(frozen=True)
 class Paths:
-    root: Path = REPO_ROOT
+    root: Path = field(default_factory=_default_root)
 
     @property
     def config(self) -> Path:

@@ -116,6 +116,17 @@ def run(
         raise MissingTool(f"'{argv[0]}' is not installed or not on PATH") from exc
     with _LIVE_LOCK:
         _LIVE.add(proc)
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        timed_out.set()
+        _stop_group(proc)
+
+    # A watchdog, because a silent program would block the read loop forever.
+    watchdog = threading.Timer(timeout, on_timeout) if timeout is not None else None
+    if watchdog is not None:
+        watchdog.daemon = True
+        watchdog.start()
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
@@ -130,23 +141,23 @@ def run(
             tail.append(line)
             if len(tail) > 200:
                 del tail[:-200]
-            if timeout is not None and time.monotonic() - started > timeout:
-                _stop_group(proc)
-                raise StepFailed(step, argv, -1, log)
-        returncode = proc.wait(timeout=timeout)
+        returncode = proc.wait()
     except (KeyboardInterrupt, Interrupted) as exc:
         _stop_group(proc)
         raise Interrupted(f"interrupted during step '{step}'; its processes were stopped") from exc
-    except subprocess.TimeoutExpired as exc:
-        _stop_group(proc)
-        raise StepFailed(step, argv, -1, log) from exc
     finally:
+        if watchdog is not None:
+            watchdog.cancel()
         if proc.poll() is None:
             _stop_group(proc)
         with _LIVE_LOCK:
             _LIVE.discard(proc)
         if log_fh:
+            if timed_out.is_set():
+                log_fh.write(f"kiln: step '{step}' timed out after {timeout}s; stopped\n")
             log_fh.close()
+    if timed_out.is_set():
+        raise StepFailed(step, argv, -1, log)
     result = Result(argv, returncode, "".join(tail), time.monotonic() - started)
     if check and returncode != 0:
         if quiet and not log:

@@ -45,9 +45,11 @@ class Summary:
 
 def _first_error(output: str) -> str:
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    for ln in lines:
-        if ln.startswith(("Error", "*")):
-            return ln.lstrip("* ")[:160]
+    # Packer prints "Error: N error(s) occurred:" and then the errors as "* ..." lines.
+    for prefix in ("* ", "Error"):
+        for ln in lines:
+            if ln.startswith(prefix):
+                return ln.removeprefix("* ")[:160]
     return (lines[-1] if lines else "no output")[:160]
 
 
@@ -107,4 +109,5 @@ def shellcheck_checks(paths: Paths) -> list[Check]:
 def vagrant_checks(vagrant_dirs: Sequence[Path], paths: Paths) -> list[Check]:
     from kiln import vagrant
 
-    return [vagrant.validate_check(d, paths) for d in vagrant_dirs]
+    return [vagrant.validate_check(d, paths, provider) for d in vagrant_dirs
+            for provider in ("libvirt", "virtualbox")]

@@ -1,0 +1,74 @@
+"""testinfra suites for kiln images, run over SSH against a build VM or a booted node.
+
+    pytest tests/infra --hosts=ssh://NAME --ssh-config=FILE --kiln-phase=bake|boot [--kiln-role=R]
+
+Phase `bake` checks an image right after provisioning (services installed and disabled,
+hygiene); phase `boot` checks a node after `kiln-node apply` (services running and doing
+their job). Each suite checks only components listed in the image's
+/etc/kiln/manifest.json: a listed component must pass, an unlisted one is skipped with
+that reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("kiln")
+    group.addoption("--kiln-phase", choices=("bake", "boot"), default="boot",
+                    help="bake: fresh image, services disabled; boot: node spec applied")
+    group.addoption("--kiln-role", choices=("standalone", "master", "agent"), default="standalone",
+                    help="the node's role (boot phase)")
+
+
+@pytest.fixture(scope="session")
+def phase(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--kiln-phase"))
+
+
+@pytest.fixture(scope="session")
+def role(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--kiln-role"))
+
+
+@pytest.fixture(scope="module")
+def manifest(host: Any) -> dict[str, Any]:
+    f = host.file("/etc/kiln/manifest.json")
+    assert f.exists, "/etc/kiln/manifest.json is missing: the manifest step did not run"
+    return json.loads(f.content_string)
+
+
+@pytest.fixture(scope="module")
+def components(manifest: dict[str, Any]) -> dict[str, Any]:
+    return manifest["components"]
+
+
+def require(components: dict[str, Any], name: str) -> dict[str, Any]:
+    if name not in components:
+        pytest.skip(f"{name} is not in this image's /etc/kiln/manifest.json")
+    return components[name]
+
+
+def unit_enabled(host: Any, unit: str) -> bool:
+    return host.run(f"systemctl is-enabled {unit}").stdout.strip() in ("enabled", "enabled-runtime")
+
+
+def unit_active(host: Any, unit: str) -> bool:
+    return host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+
+
+def port_open(host: Any, port: int, address: str = "127.0.0.1") -> bool:
+    # bash's /dev/tcp: minimal images have no nc.
+    return host.run(f"timeout 3 bash -c 'exec 3<>/dev/tcp/{address}/{port}'").rc == 0
+
+
+def wait_until(host: Any, command: str, seconds: int = 60) -> Any:
+    """Run `command` in the guest until it succeeds or `seconds` pass; return the last run."""
+    return host.run(
+        f"for i in $(seq {seconds}); do out=$({command}) && {{ echo \"$out\"; exit 0; }}; sleep 1; done;"
+        f" {command}"
+    )

@@ -1,0 +1,38 @@
+"""ZooKeeper: installed disabled at bake time; at boot it answers ruok and stores znodes."""
+
+from __future__ import annotations
+
+from conftest import port_open, require, unit_active, unit_enabled, wait_until
+
+
+def test_installed_with_its_own_unit(host, components, phase) -> None:
+    require(components, "zookeeper")
+    assert host.file("/etc/systemd/system/zookeeper.service").exists
+    assert host.file("/etc/zookeeper/conf").is_directory
+    if phase == "bake":
+        assert not unit_enabled(host, "zookeeper")
+        assert not unit_active(host, "zookeeper")
+
+
+def test_answers_ruok(host, components, phase, role) -> None:
+    require(components, "zookeeper")
+    if phase != "boot" or role == "agent":
+        return
+    out = wait_until(host, "echo ruok | timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2181; "
+                           "cat >&3; cat <&3' | grep -x imok", seconds=90)
+    assert out.stdout.strip() == "imok"
+    assert port_open(host, 2181)
+
+
+def test_znode_write_and_read(host, components, phase, role) -> None:
+    require(components, "zookeeper")
+    if phase != "boot" or role == "agent":
+        return
+    cli = host.run("ls /usr/share/zookeeper/bin/zkCli.sh /opt/zookeeper/bin/zkCli.sh 2>/dev/null "
+                   "| head -1").stdout.strip()
+    assert cli, "zkCli.sh not found"
+    host.run(f"{cli} -server 127.0.0.1:2181 delete /kiln-infra-test >/dev/null 2>&1")
+    create = host.run(f"{cli} -server 127.0.0.1:2181 create /kiln-infra-test hello 2>&1")
+    assert create.rc == 0, create.stdout
+    read = host.run(f"{cli} -server 127.0.0.1:2181 get /kiln-infra-test 2>&1")
+    assert "hello" in read.stdout.splitlines()
