@@ -35,11 +35,13 @@ class Finding:
 
 
 def _version_of(argv: list[str], pattern: str = r"\d+\.\d+(\.\d+)?") -> str | None:
-    out = capture(argv, timeout=10)
+    out = capture(argv, timeout=10, merge_stderr=True)
     if out is None:
         return None
     m = re.search(pattern, out)
-    return m.group(0) if m else out.strip().splitlines()[0][:40]
+    if m:
+        return m.group(0)
+    return out.strip().splitlines()[0][:40] if out.strip() else "installed"
 
 
 def _tool(name: str, argv: list[str], fix: str, goals: tuple[str, ...]) -> Callable[[], Finding]:
@@ -92,7 +94,7 @@ def _libvirtd() -> Finding:
         return Finding("libvirtd", "missing", "not installed", fix, goals)
     running = Path("/run/libvirt/libvirt-sock").exists()
     version = _version_of(["libvirtd", "--version"]) or "?"
-    state = "running" if running else "installed, not running (vagrant up starts need it)"
+    state = "running" if running else "installed, not running (vagrant up needs it)"
     return Finding("libvirtd", "found" if running else "warn", f"{version}, {state}",
                    "" if running else "systemctl start libvirtd", goals)
 

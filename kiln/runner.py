@@ -174,12 +174,14 @@ def stop_all() -> None:
         _stop_group(proc)
 
 
-def capture(command: Sequence[str | os.PathLike[str]], *, timeout: float = 20.0) -> str | None:
-    """stdout of a short query command (a version, a status), or None if it fails."""
+def capture(command: Sequence[str | os.PathLike[str]], *, timeout: float = 20.0,
+            merge_stderr: bool = False) -> str | None:
+    """stdout (and stderr if asked) of a short query command, or None if it fails."""
     try:
         done = subprocess.run(
             [os.fspath(c) for c in command],
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.DEVNULL,
             text=True,
             timeout=timeout,
             stdin=subprocess.DEVNULL,

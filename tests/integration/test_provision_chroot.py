@@ -1,0 +1,812 @@
+"""Bake provision/ into a real Debian 12 chroot, twice, and check what the image holds.
+
+A minbase bookworm tree is made with mmdebstrap (cached under build/cache/ by its package list),
+extracted per session, and every offline-capable component runs in it as Packer would run it,
+with the debian-12 kiln.env rendered by kiln itself. Packages come from Debian's mirror (the only
+network source used; local fixture files are served from 127.0.0.1). A policy-rc.d forbids
+service starts, /proc is mounted for the JVM's package scripts and unmounted in a finally.
+
+Stand-ins, named as such: Mesos and Marathon have no offline source, so mesos.sh and marathon.sh
+install a locally built .deb / tarball with the same layout (binaries are shell stubs); when the
+repo's kiln_node/ or kiln_bridge/ is not a runnable package yet, a minimal one takes its place.
+
+The lib.sh download and key checks run on the host against local files and 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import tarfile
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from kiln.config import load_config
+from kiln.paths import REPO_ROOT, Paths
+from kiln.render import provision_env
+from kiln.targets import select_pairs
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(os.geteuid() != 0, reason="chroot, mount and package installs need root"),
+    pytest.mark.skipif(shutil.which("mmdebstrap") is None,
+                       reason="mmdebstrap is not installed (apt-get install mmdebstrap)"),
+]
+
+SUITE = "bookworm"
+MIRROR = "http://deb.debian.org/debian"
+INCLUDE = ("python3", "ca-certificates", "systemd", "openssh-server", "curl", "gnupg")
+COMPONENTS = ("base", "java", "zookeeper", "docker", "haproxy", "qemu-kvm", "node", "rancher")
+BUILD_TIME = "2026-01-02T03:04:05Z"
+HOSTNAME = "kiln-bake"
+CACHE = REPO_ROOT / "build" / "cache"
+SNAPSHOT_DIRS = ("etc", "opt", "usr/local")
+# What the packages of each component are called in Debian 12 (exact versions must match).
+PACKAGE_OF = {"java": "openjdk-17-jre-headless", "zookeeper": "zookeeper", "docker": "docker.io",
+              "haproxy": "haproxy", "qemu-kvm": "qemu-system-x86"}
+CLUSTER_UNITS = ("zookeeper.service", "docker.service", "docker.socket", "containerd.service",
+                 "haproxy.service", "kiln-haproxy-bridge.service")
+CHANGE_LOG = re.compile(r"kiln\[[^]]+\]: (installing|updating package lists|wrote|mode|linked|installed|"
+                        r"enabled|disabled|stopped|created system user|downloading)\b")
+
+
+def say(message: str) -> None:
+    print(f"[provision-chroot] {message}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# The base tree
+
+
+def _mmdebstrap_version() -> str:
+    out = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def base_tar() -> Path:
+    """A minbase bookworm tarball, rebuilt only when its inputs change."""
+    recipe = {"suite": SUITE, "mirror": MIRROR, "variant": "minbase", "include": sorted(INCLUDE),
+              "mmdebstrap": _mmdebstrap_version(), "arch": os.uname().machine}
+    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
+    target = CACHE / "provision-chroot" / f"debian-12-minbase-{key}.tar"
+    if target.exists():
+        say(f"chroot base: cached {target.relative_to(REPO_ROOT)}")
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".tar.partial")
+    started = time.monotonic()
+    result = subprocess.run(
+        ["mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE,
+         str(partial), MIRROR],
+        capture_output=True, text=True, check=False, timeout=1800)
+    if result.returncode != 0:
+        partial.unlink(missing_ok=True)
+        pytest.fail(f"mmdebstrap failed:\n{result.stdout}\n{result.stderr}")
+    partial.rename(target)
+    (target.parent / f"{target.name}.recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
+    say(f"chroot base: built {target.relative_to(REPO_ROOT)} in {time.monotonic() - started:.1f} s")
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# A chroot to bake in
+
+
+@dataclass
+class Chroot:
+    root: Path
+    mounts: list[Path] = field(default_factory=list)
+
+    def path(self, inside: str) -> Path:
+        return self.root / inside.lstrip("/")
+
+    def run(self, script: str, env_file: str = "/tmp/kiln/kiln.env",
+            timeout: int = 3600) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
+               "LANG": "C.UTF-8", "KILN_ENV": env_file, "KILN_SRC": "/tmp/kiln",
+               "KILN_BUILD_TIME": BUILD_TIME}
+        argv = ["/usr/sbin/chroot", str(self.root), "bash", f"/tmp/kiln/provision/{script}.sh"]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+
+    def sh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+        result = subprocess.run(["/usr/sbin/chroot", str(self.root), "/bin/sh", "-c", command], env=env,
+                                capture_output=True, text=True, check=False, timeout=600)
+        if check and result.returncode != 0:
+            raise AssertionError(f"`{command}` failed in the chroot:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def mount(self, *args: str, at: str) -> None:
+        point = self.path(at)
+        point.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", *args, str(point)], check=True)
+        self.mounts.append(point)
+
+    def umount(self, at: str) -> None:
+        point = self.path(at)
+        if point in self.mounts:
+            _umount(point)
+            self.mounts.remove(point)
+
+    def umount_all(self) -> None:
+        for point in reversed(self.mounts):
+            _umount(point)
+        self.mounts.clear()
+
+    def snapshot(self) -> dict[str, tuple[object, ...]]:
+        """Type, mode, owner and content (sha256 or link target) of everything under /etc, /opt,
+        /usr/local, plus dpkg's status database."""
+        entries: dict[str, tuple[object, ...]] = {}
+        for top in SNAPSHOT_DIRS:
+            for dirpath, dirnames, filenames in os.walk(self.path(top)):
+                for name in dirnames + filenames:
+                    entries.update(_entry(Path(dirpath) / name, self.root))
+        entries.update(_entry(self.path("var/lib/dpkg/status"), self.root))
+        return entries
+
+
+def _umount(point: Path) -> None:
+    if subprocess.run(["umount", str(point)], check=False).returncode != 0:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def _entry(path: Path, root: Path) -> dict[str, tuple[object, ...]]:
+    st = path.lstat()
+    rel = "/" + str(path.relative_to(root))
+    if stat.S_ISLNK(st.st_mode):
+        return {rel: ("link", os.readlink(path))}
+    meta = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
+    if stat.S_ISREG(st.st_mode):
+        return {rel: ("file", *meta, hashlib.sha256(path.read_bytes()).hexdigest())}
+    return {rel: ("dir" if stat.S_ISDIR(st.st_mode) else "other", *meta)}
+
+
+def _diff(before: dict[str, tuple[object, ...]], after: dict[str, tuple[object, ...]]) -> list[str]:
+    out = [f"added {p}" for p in sorted(after.keys() - before.keys())]
+    out += [f"removed {p}" for p in sorted(before.keys() - after.keys())]
+    out += [f"changed {p}: {before[p]} -> {after[p]}" for p in sorted(before.keys() & after.keys())
+            if before[p] != after[p]]
+    return out
+
+
+def _standin_package(name: str, where: Path) -> Path:
+    """The repo's package when it is runnable, else a minimal stand-in (printed as such)."""
+    real = REPO_ROOT / name
+    if (real / "__init__.py").is_file() and (real / "__main__.py").is_file():
+        return real
+    say(f"{name}/ in the repo is not a runnable package yet: baking a minimal stand-in")
+    pkg = where / name
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text('"""Stand-in for tests."""\n__version__ = "0.0.0+standin"\n')
+    (pkg / "__main__.py").write_text(textwrap.dedent("""\
+        import argparse
+        parser = argparse.ArgumentParser(prog="standin")
+        parser.add_argument("command", choices=["apply", "run"])
+        parser.parse_args()
+    """))
+    return pkg
+
+
+def _env_text(**overrides: str) -> str:
+    config = load_config(Paths(root=REPO_ROOT))
+    (pair,) = select_pairs(config.data, ["debian-12"], ["qemu"])
+    text = provision_env(config, pair, [*COMPONENTS], "test-revision")
+    for key, value in overrides.items():
+        text += f"{key}={shlex.quote(value)}\n"
+    return text
+
+
+@pytest.fixture(scope="module")
+def chroot(base_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
+    work = tmp_path_factory.mktemp("provision-chroot")
+    root = work / "root"
+    root.mkdir()
+    started = time.monotonic()
+    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(base_tar)], check=True)
+    say(f"chroot copy: extracted in {time.monotonic() - started:.1f} s")
+    box = Chroot(root)
+    policy = box.path("usr/sbin/policy-rc.d")
+    policy.write_text("#!/bin/sh\n# test chroot: no service may start\nexit 101\n")
+    policy.chmod(0o755)
+    box.path("etc/resolv.conf").unlink(missing_ok=True)
+    shutil.copy("/etc/resolv.conf", box.path("etc/resolv.conf"))
+    box.path("etc/hostname").write_text(HOSTNAME + "\n")
+    src = box.path("tmp/kiln")
+    shutil.copytree(REPO_ROOT / "provision", src / "provision")
+    for name in ("kiln_node", "kiln_bridge"):
+        shutil.copytree(_standin_package(name, work / "standins"), src / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    (src / "kiln.env").write_text(_env_text())
+    archives = CACHE / "apt-archives" / "debian-12"
+    archives.mkdir(parents=True, exist_ok=True)
+    try:
+        box.mount("-t", "proc", "proc", at="proc")
+        # Keeps reruns from downloading every .deb again; unmounted before cleanup.sh runs.
+        box.mount("--bind", str(archives), at="var/cache/apt/archives")
+        yield box
+    finally:
+        box.umount_all()
+
+
+# --------------------------------------------------------------------------------------------
+# Two bake runs
+
+
+@dataclass
+class Run:
+    seconds: float
+    output: dict[str, subprocess.CompletedProcess[str]]
+    snapshot: dict[str, tuple[object, ...]]
+
+
+@dataclass
+class Baked:
+    box: Chroot
+    runs: list[Run]
+    manifest: dict[str, object]
+    sshd_t: str
+
+
+def _bake(box: Chroot, number: int) -> Run:
+    started = time.monotonic()
+    output = {}
+    for component in (*COMPONENTS, "manifest"):
+        result = box.run(component)
+        output[component] = result
+        if result.returncode != 0:
+            pytest.fail(f"run {number}: {component}.sh failed ({result.returncode}):\n"
+                        f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+    seconds = time.monotonic() - started
+    say(f"run {number}: {len(output)} scripts in {seconds:.1f} s")
+    return Run(seconds, output, box.snapshot())
+
+
+@pytest.fixture(scope="module")
+def baked(chroot: Chroot) -> Baked:
+    runs = [_bake(chroot, 1), _bake(chroot, 2)]
+    manifest = json.loads(chroot.path("etc/kiln/manifest.json").read_text())
+    sshd_t = chroot.sh("mkdir -p /run/sshd && /usr/sbin/sshd -T").stdout
+    return Baked(chroot, runs, manifest, sshd_t)
+
+
+def test_second_run_installs_nothing_and_changes_no_file(baked: Baked) -> None:
+    first, second = baked.runs
+    assert _diff(first.snapshot, second.snapshot) == []
+    changes = [f"{component}: {line}" for component, result in second.output.items()
+               for line in result.stdout.splitlines() if CHANGE_LOG.search(line)]
+    assert changes == []
+    # ...while the first run did the work (so the check above can fail).
+    assert any("installing:" in r.stdout for r in first.output.values())
+    assert "updating package lists" in first.output["base"].stdout
+
+
+def test_manifest_lists_components_with_the_installed_versions(baked: Baked) -> None:
+    m = baked.manifest
+    assert (m["kiln_version"], m["target"], m["distro"], m["release"]) == ("0.1.0", "debian-12",
+                                                                         "debian", "12")
+    assert m["build_time"] == BUILD_TIME
+    assert m["git_revision"] == "test-revision"
+    components = m["components"]
+    assert isinstance(components, dict)
+    assert sorted(components) == sorted(c for c in COMPONENTS if c != "rancher")
+    for component, package in PACKAGE_OF.items():
+        installed = baked.box.sh(f"dpkg-query -W -f='${{Version}}' {package}").stdout
+        assert components[component]["version"] == installed, component
+    assert components["base"]["version"] == "0.1.0"
+    assert components["base"]["nofile_limit"] == 65536
+    node_version = re.search(r'__version__ = "([^"]+)"',
+                             baked.box.path("opt/kiln/lib/kiln_node/__init__.py").read_text())
+    assert node_version is not None
+    assert components["node"]["version"] == node_version.group(1)
+    text = baked.box.path("etc/kiln/manifest.json").read_text()
+    assert text == json.dumps(m, sort_keys=True, indent=2) + "\n"
+
+
+def _wants_links(box: Chroot, unit: str) -> list[str]:
+    return [str(p.relative_to(box.root)) for p in box.path("etc/systemd/system").glob(f"*.wants/{unit}")]
+
+
+def test_cluster_services_are_installed_but_not_enabled(baked: Baked) -> None:
+    box = baked.box
+    for unit in ("zookeeper", "kiln-haproxy-bridge"):
+        assert box.path(f"etc/systemd/system/{unit}.service").is_file()
+    for unit in CLUSTER_UNITS:
+        assert _wants_links(box, unit) == [], unit
+        state = box.sh(f"systemctl is-enabled {unit}", check=False).stdout.strip()
+        assert state in ("disabled", ""), f"{unit}: {state}"
+    for name in ("zookeeper", "docker", "haproxy", "containerd"):
+        assert list(box.root.glob(f"etc/rc[2345].d/S*{name}")) == [], name
+
+
+def test_image_services_are_enabled(baked: Baked) -> None:
+    box = baked.box
+    assert _wants_links(box, "kiln-ssh-hostkeys.service")
+    unit = box.path("etc/systemd/system/kiln-ssh-hostkeys.service").read_text()
+    assert "ExecStart=/usr/bin/ssh-keygen -A" in unit
+    assert "Before=ssh.service sshd.service" in unit
+    for enabled in ("kiln-ssh-hostkeys.service", "systemd-timesyncd.service", "systemd-networkd.service"):
+        assert box.sh(f"systemctl is-enabled {enabled}", check=False).stdout.strip() == "enabled", enabled
+    # networkd runs only for br0 here: boot must not wait for links it does not manage.
+    state = box.sh("systemctl is-enabled systemd-networkd-wait-online.service", check=False).stdout.strip()
+    assert state == "disabled"
+
+
+def test_sshd_refuses_passwords_and_root(baked: Baked) -> None:
+    dropin = baked.box.path("etc/ssh/sshd_config.d/00-kiln-hardening.conf").read_text()
+    assert "PasswordAuthentication no" in dropin
+    config = baked.sshd_t.lower().splitlines()
+    for setting in ("passwordauthentication no", "permitrootlogin no", "kbdinteractiveauthentication no"):
+        assert setting in config
+
+
+def test_hostname_resolves(baked: Baked) -> None:
+    hosts = baked.box.path("etc/hosts").read_text().splitlines()
+    assert f"127.0.1.1\t{HOSTNAME}" in hosts
+    assert HOSTNAME in baked.box.sh(f"getent hosts {HOSTNAME}").stdout
+
+
+def test_limits_and_container_sysctls(baked: Baked) -> None:
+    box = baked.box
+    systemd = box.path("etc/systemd/system.conf.d/90-kiln-limits.conf").read_text()
+    assert "DefaultLimitNOFILE=65536:524288" in systemd.splitlines()
+    pam = box.path("etc/security/limits.d/90-kiln-nofile.conf").read_text()
+    assert "* soft nofile 65536" in [" ".join(line.split()) for line in pam.splitlines()]
+    sysctl = box.path("etc/sysctl.d/90-kiln-containers.conf").read_text()
+    for key in ("net.ipv4.ip_forward = 1", "net.bridge.bridge-nf-call-iptables = 1",
+                "fs.inotify.max_user_watches = 524288", "vm.max_map_count = 262144"):
+        assert key in sysctl
+    assert "br_netfilter" in box.path("etc/modules-load.d/kiln-containers.conf").read_text().split()
+
+
+def test_qemu_bridge_and_nested_virtualization(baked: Baked) -> None:
+    box = baked.box
+    assert "allow br0" in box.path("etc/qemu/bridge.conf").read_text().splitlines()
+    netdev = box.path("etc/systemd/network/50-kiln-br0.netdev").read_text()
+    network = box.path("etc/systemd/network/50-kiln-br0.network").read_text()
+    assert "Kind=bridge" in netdev
+    assert "Name=br0" in network and "Address=192.168.200.1/24" in network
+    # Only br0 is matched: networkd leaves the VM's own interface alone.
+    assert [p.name for p in box.path("etc/systemd/network").glob("*.network")] == ["50-kiln-br0.network"]
+    nested = box.path("etc/modprobe.d/kiln-nested.conf").read_text()
+    assert "options kvm_intel nested=1" in nested and "options kvm_amd nested=1" in nested
+    assert box.path("usr/bin/qemu-system-x86_64").exists()
+
+
+def test_docker_has_apparmor_tools(baked: Baked) -> None:
+    assert baked.box.path("usr/bin/docker").exists()
+    assert any(baked.box.path(p).exists() for p in ("sbin/apparmor_parser", "usr/sbin/apparmor_parser"))
+
+
+def test_kiln_commands_run_from_the_image(baked: Baked) -> None:
+    box = baked.box
+    for command, package in (("kiln-node", "kiln_node"), ("kiln-haproxy-bridge", "kiln_bridge")):
+        wrapper = box.path(f"usr/local/sbin/{command}")
+        assert wrapper.stat().st_mode & 0o111
+        assert f"PYTHONPATH=/opt/kiln/lib exec python3 -m {package}" in wrapper.read_text()
+        assert box.sh(f"{command} --help").returncode == 0
+    unit = box.path("etc/systemd/system/kiln-haproxy-bridge.service").read_text()
+    assert "EnvironmentFile=-/etc/kiln/haproxy-bridge.env" in unit
+    assert "ExecStart=/usr/local/sbin/kiln-haproxy-bridge run" in unit
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _systemd_argv(exec_start: str, env: dict[str, str]) -> list[str]:
+    """ExecStart= expanded the way systemd does: ${X} is one word, a lone $X splits on spaces."""
+    argv: list[str] = []
+    for word in shlex.split(exec_start):
+        bare = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", word)
+        if bare:
+            argv += env.get(bare.group(1), "").split()
+        else:
+            argv.append(re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}", lambda m: env.get(m.group(1), ""), word))
+    return argv
+
+
+def _environment_file(text: str) -> dict[str, str]:
+    env = {}
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = shlex.split(value)[0] if value.strip() else ""
+    return env
+
+
+def test_zookeeper_unit_command_serves_clients(baked: Baked) -> None:
+    """Run the unit's own ExecStart line (as user zookeeper) against a scratch config on a free
+    127.0.0.1 port and ask `ruok`: the unit really starts a server (Debian's LSB script did not)."""
+    box = baked.box
+    unit = box.path("etc/systemd/system/zookeeper.service").read_text()
+    assert "User=zookeeper" in unit
+    assert "EnvironmentFile=/etc/zookeeper/conf/environment" in unit
+    assert os.path.realpath(box.path("etc/zookeeper/conf")).endswith("/etc/zookeeper/conf_kiln")
+    assert "dataDir=/var/lib/zookeeper" in box.path("etc/zookeeper/conf/zoo.cfg").read_text().splitlines()
+    exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M)
+    assert exec_start is not None
+    env = _environment_file(box.path("etc/zookeeper/conf_kiln/environment").read_text())
+    port = _free_port()
+    scratch = box.path("tmp/zk-test")
+    (scratch / "data").mkdir(parents=True)
+    (scratch / "zoo.cfg").write_text(f"tickTime=2000\ndataDir=/tmp/zk-test/data\nclientPort={port}\n"
+                                     "clientPortAddress=127.0.0.1\n")
+    box.sh("chown -R zookeeper:zookeeper /tmp/zk-test")
+    env["ZOOCFG"] = "/tmp/zk-test/zoo.cfg"
+    argv = _systemd_argv(exec_start.group(1), env)
+    proc = subprocess.Popen(["/usr/sbin/chroot", "--userspec=zookeeper:zookeeper", str(box.root), *argv],
+                            env={"PATH": "/usr/bin:/bin", "HOME": "/var/lib/zookeeper"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    answer = b""
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+                s.sendall(b"ruok")
+                answer = s.recv(16)
+                if answer == b"imok":
+                    break
+            time.sleep(1)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            log, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            log, _ = proc.communicate()
+        shutil.rmtree(scratch, ignore_errors=True)
+    assert answer == b"imok", f"ZooKeeper did not answer ruok; its output:\n{log[-4000:]}"
+
+
+# --------------------------------------------------------------------------------------------
+# Components that must refuse, or stay off
+
+
+def _write_env(box: Chroot, name: str, **overrides: str) -> str:
+    inside = f"/tmp/kiln/{name}.env"
+    box.path(inside).write_text(_env_text(**overrides))
+    return inside
+
+
+def test_mesos_without_a_source_for_the_target_fails_early(baked: Baked) -> None:
+    box = baked.box
+    before = box.snapshot()
+    started = time.monotonic()
+    result = box.run("mesos")
+    seconds = time.monotonic() - started
+    assert result.returncode != 0
+    assert "debian-12" in result.stderr
+    assert "components.mesos.package_url" in result.stderr
+    assert "installing" not in result.stdout
+    assert seconds < 10, "the check must come before any download or install"
+    assert _diff(before, box.snapshot()) == []
+
+
+def test_mesos_on_a_supported_target_needs_a_pinned_key_fingerprint(baked: Baked) -> None:
+    box = baked.box
+    env = _write_env(box, "mesos-supported", KILN_TARGET="ubuntu-24.04")
+    result = box.run("mesos", env_file=env)
+    assert result.returncode != 0
+    assert "components.mesos.key_fingerprint is empty" in result.stderr
+    assert not box.path("etc/apt/sources.list.d/kiln-mesos.list").exists()
+    assert not box.path("etc/apt/keyrings/aventer.asc").exists()
+
+
+def test_rancher_is_off_without_urls(baked: Baked) -> None:
+    result = baked.runs[1].output["rancher"]
+    assert result.returncode == 0
+    assert "rancher: no executor/scheduler URL configured; skipping (off by default)" in result.stdout
+    assert not baked.box.path("etc/kiln/components.d/rancher.json").exists()
+    assert not list(baked.box.path("etc/systemd/system").glob("rancher-mesos-*"))
+
+
+def test_marathon_without_a_pinned_checksum_fails_clearly(baked: Baked) -> None:
+    # config.json ships Marathon's URL without a sha256 (the host is gone; pin your mirror's).
+    result = baked.box.run("marathon")
+    assert result.returncode != 0
+    assert "components.marathon.sha256 is empty" in result.stderr
+    assert not baked.box.path("opt/marathon").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Stand-in packages for the components without an offline source
+
+
+def _build_mesos_standin(work: Path) -> Path:
+    """A .deb shaped like aventer-mesos: mesos-master/mesos-agent (shell stubs) and units that
+    its maintainer script enables, as a packaged service would be."""
+    pkg = work / "mesos-standin"
+    for d in ("DEBIAN", "usr/sbin", "lib/systemd/system"):
+        (pkg / d).mkdir(parents=True)
+    (pkg / "DEBIAN/control").write_text(textwrap.dedent("""\
+        Package: kiln-mesos-standin
+        Version: 1.11.0-0.kiln1
+        Architecture: all
+        Maintainer: kiln tests <tests@kiln.invalid>
+        Description: stand-in for aventer-mesos in kiln's chroot tests
+    """))
+    postinst = pkg / "DEBIAN/postinst"
+    postinst.write_text("#!/bin/sh\nset -e\nif [ \"$1\" = configure ]; then\n"
+                        "  deb-systemd-helper enable mesos-master.service mesos-agent.service\nfi\n")
+    postinst.chmod(0o755)
+    for role in ("master", "agent"):
+        binary = pkg / f"usr/sbin/mesos-{role}"
+        binary.write_text(f"#!/bin/sh\necho stand-in mesos-{role}\n")
+        binary.chmod(0o755)
+        (pkg / f"lib/systemd/system/mesos-{role}.service").write_text(
+            f"[Unit]\nDescription=stand-in\n[Service]\nExecStart=/usr/sbin/mesos-{role}\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+    deb = work / "kiln-mesos-standin_1.11.0-0.kiln1_all.deb"
+    subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)], check=True,
+                   capture_output=True)
+    return deb
+
+
+def test_mesos_from_a_pinned_package_file_is_installed_disabled(baked: Baked,
+                                                               tmp_path: Path) -> None:
+    box = baked.box
+    deb = _build_mesos_standin(tmp_path)
+    inside = "/tmp/kiln/fixtures/" + deb.name
+    box.path(inside).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(deb, box.path(inside))
+    sha = hashlib.sha256(deb.read_bytes()).hexdigest()
+
+    wrong = _write_env(box, "mesos-wrong", KILN_MESOS_PACKAGE_URL=inside, KILN_MESOS_PACKAGE_SHA256="0" * 64)
+    result = box.run("mesos", env_file=wrong)
+    assert result.returncode != 0
+    assert "checksum mismatch" in result.stderr and "components.mesos.package_sha256" in result.stderr
+    assert box.sh("dpkg-query -W kiln-mesos-standin", check=False).returncode != 0
+
+    env = _write_env(box, "mesos-file", KILN_MESOS_PACKAGE_URL=inside, KILN_MESOS_PACKAGE_SHA256=sha)
+    first = box.run("mesos", env_file=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    for role in ("master", "agent"):
+        assert _wants_links(box, f"mesos-{role}.service") == []
+    for d in ("etc/mesos", "etc/mesos-master", "etc/mesos-agent"):
+        assert box.path(d).is_dir()
+    record = json.loads(box.path("etc/kiln/components.d/mesos.json").read_text())
+    assert record["version"] == "1.11.0-0.kiln1"
+    assert record["package"] == "kiln-mesos-standin"
+    before = box.snapshot()
+    second = box.run("mesos", env_file=env)
+    assert second.returncode == 0, second.stderr
+    assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
+    assert _diff(before, box.snapshot()) == []
+
+
+@contextlib.contextmanager
+def _http_server(directory: Path) -> Iterator[str]:
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    requests: ClassVar[list[str]] = []
+
+    def log_message(self, format: str, *args: object) -> None:
+        _QuietHandler.requests.append(self.path)
+
+
+def test_marathon_from_a_pinned_tarball(baked: Baked, tmp_path: Path) -> None:
+    box = baked.box
+    top = tmp_path / "marathon-1.8.222-kilntest"
+    (top / "bin").mkdir(parents=True)
+    (top / "bin/marathon").write_text("#!/bin/sh\necho stand-in marathon\n")
+    (top / "bin/marathon").chmod(0o755)
+    (top / "lib").mkdir()
+    served = tmp_path / "www"
+    served.mkdir()
+    tgz = served / "marathon-1.8.222-kilntest.tgz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(top, arcname=top.name)
+    sha = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    with _http_server(served) as base:
+        env = _write_env(box, "marathon", KILN_MARATHON_URL=f"{base}/{tgz.name}", KILN_MARATHON_SHA256=sha)
+        first = box.run("marathon", env_file=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = box.snapshot()
+        second = box.run("marathon", env_file=env)
+        assert second.returncode == 0, second.stderr
+    assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
+    assert _diff(before, box.snapshot()) == []
+    assert os.readlink(box.path("opt/marathon")) == "marathon-1.8.222-kilntest"
+    unit = box.path("etc/systemd/system/marathon.service").read_text()
+    assert "EnvironmentFile=/etc/kiln/marathon.env" in unit
+    assert "ExecStart=/opt/marathon/bin/marathon" in unit
+    assert "User=marathon" in unit
+    assert _wants_links(box, "marathon.service") == []
+    assert box.sh("getent passwd marathon").returncode == 0
+    record = json.loads(box.path("etc/kiln/components.d/marathon.json").read_text())
+    assert record["version"] == "1.8.222-kilntest"
+
+
+# --------------------------------------------------------------------------------------------
+# lib.sh on the host: downloads and repository keys
+
+
+@pytest.fixture
+def lib_env(tmp_path: Path) -> Path:
+    env = tmp_path / "kiln.env"
+    env.write_text("KILN_TARGET=debian-12\nKILN_DISTRO=debian\nKILN_FAMILY=apt\nKILN_VERSION=0.1.0\n")
+    return env
+
+
+def _lib(env: Path, snippet: str, *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
+    script = f'set -Eeuo pipefail; . "{REPO_ROOT}/provision/lib.sh"; {snippet}'
+    return subprocess.run(["bash", "-c", script, "lib-test", *args],
+                          env={"PATH": os.environ["PATH"], "KILN_ENV": str(env), "KILN_COMPONENT": "mesos",
+                               **extra},
+                          capture_output=True, text=True, check=False, timeout=120)
+
+
+@pytest.mark.parametrize("tool", ["curl", "python3"])
+def test_download_verifies_the_checksum(lib_env: Path, tmp_path: Path, tool: str) -> None:
+    served = tmp_path / "www"
+    served.mkdir()
+    payload = served / "payload.bin"
+    payload.write_bytes(os.urandom(4096))
+    sha256 = hashlib.sha256(payload.read_bytes()).hexdigest()
+    sha512 = hashlib.sha512(payload.read_bytes()).hexdigest()
+    dest = tmp_path / "out" / "payload.bin"
+    with _http_server(served) as base:
+        url = f"{base}/payload.bin"
+        wrong = _lib(lib_env, 'download "$1" "$2" "$3" components.x.sha256', url, str(dest), "1" * 64,
+                     KILN_FETCH_TOOL=tool)
+        assert wrong.returncode != 0
+        assert "checksum mismatch" in wrong.stderr and sha256 in wrong.stderr
+        assert not dest.exists() and not dest.with_name("payload.bin.part").exists()
+
+        for good in (sha256, "sha256:" + sha256.upper(), sha512):
+            ok = _lib(lib_env, 'download "$1" "$2" "$3"', url, str(dest), good, KILN_FETCH_TOOL=tool)
+            assert ok.returncode == 0, ok.stderr
+            assert dest.read_bytes() == payload.read_bytes()
+
+        _QuietHandler.requests.clear()
+        again = _lib(lib_env, 'download "$1" "$2" "$3"', url, str(dest), sha256, KILN_FETCH_TOOL=tool)
+        assert again.returncode == 0 and _QuietHandler.requests == [], "a verified file is not fetched again"
+
+        empty = _lib(lib_env, 'download "$1" "$2" ""', url, str(tmp_path / "x"), KILN_FETCH_TOOL=tool)
+        assert empty.returncode != 0
+        assert "refusing to download" in empty.stderr and "without a checksum" in empty.stderr
+
+        missing = _lib(lib_env, 'download "$1" "$2" "$3" components.x.sha256', f"{base}/nope",
+                       str(tmp_path / "y"), sha256, KILN_FETCH_TOOL=tool, KILN_DOWNLOAD_RETRIES="1")
+        assert missing.returncode != 0
+        assert "could not download" in missing.stderr
+
+
+@pytest.fixture(scope="module")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, str]]]:
+    """Real OpenPGP keys: one valid, one expired on 2020-06-01, one whose only signing subkey
+    expired then (made with gpg's --faked-system-time)."""
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    out = home.parent / f"{home.name}-keys"
+    out.mkdir()
+    env = {**os.environ, "GNUPGHOME": str(home)}
+    gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
+
+    def fingerprint(uid: str) -> str:
+        listing = subprocess.run(["gpg", "--with-colons", "--list-keys", uid], env=env, check=True,
+                                 capture_output=True, text=True).stdout
+        return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
+
+    keys = {}
+    try:
+        subprocess.run([*gpg, "--quick-gen-key", "valid <valid@kiln.invalid>", "ed25519", "sign", "never"],
+                       env=env, check=True, capture_output=True)
+        subprocess.run([*gpg, "--faked-system-time", "20200101T000000", "--quick-gen-key",
+                        "expired <expired@kiln.invalid>", "ed25519", "sign", "2020-06-01"],
+                       env=env, check=True, capture_output=True)
+        subprocess.run([*gpg, "--faked-system-time", "20190101T000000", "--quick-gen-key",
+                        "subkey <subkey@kiln.invalid>", "ed25519", "cert", "never"],
+                       env=env, check=True, capture_output=True)
+        subprocess.run([*gpg, "--faked-system-time", "20200101T000000", "--quick-add-key",
+                        fingerprint("subkey@kiln.invalid"), "ed25519", "sign", "2020-06-01"],
+                       env=env, check=True, capture_output=True)
+        for name in ("valid", "expired", "subkey"):
+            uid = f"{name}@kiln.invalid"
+            path = out / f"{name}.asc"
+            path.write_bytes(subprocess.run(["gpg", "--armor", "--export", uid], env=env, check=True,
+                                            capture_output=True).stdout)
+            keys[name] = (path, fingerprint(uid))
+        yield keys
+    finally:
+        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
+
+
+Keys = dict[str, tuple[Path, str]]
+
+
+def test_gpg_key_check_accepts_the_pinned_key(lib_env: Path, signing_keys: Keys) -> None:
+    path, fpr = signing_keys["valid"]
+    spaced = " ".join(fpr[i:i + 4] for i in range(0, 40, 4)).lower()
+    result = _lib(lib_env, 'gpg_key_check "$1" "$2" components.mesos', str(path), spaced)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("name", ["expired", "subkey"])
+def test_gpg_key_check_names_expiry_date_and_fix(lib_env: Path, name: str, signing_keys: Keys) -> None:
+    path, fpr = signing_keys[name]
+    result = _lib(lib_env, 'gpg_key_check "$1" "$2" components.mesos', str(path), fpr)
+    assert result.returncode == 1
+    assert "EXPIRED on 2020-06-01" in result.stderr
+    assert "components.mesos.key_url" in result.stderr and "components.mesos.key_fingerprint" in result.stderr
+
+
+def test_gpg_key_check_refuses_another_key_or_no_fingerprint(lib_env: Path, signing_keys: Keys) -> None:
+    path, fpr = signing_keys["valid"]
+    _, other = signing_keys["expired"]
+    wrong = _lib(lib_env, 'gpg_key_check "$1" "$2" components.mesos', str(path), other)
+    assert wrong.returncode == 1
+    assert fpr in wrong.stderr and other in wrong.stderr
+    empty = _lib(lib_env, 'gpg_key_check "$1" "" components.mesos', str(path))
+    assert empty.returncode == 1
+    assert "components.mesos.key_fingerprint is empty" in empty.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# Image hygiene (runs last: it changes the tree)
+
+
+def test_cleanup_leaves_no_build_machine_state(baked: Baked) -> None:
+    box = baked.box
+    box.umount("var/cache/apt/archives")  # the shared .deb cache must survive apt-get clean
+    box.sh("mkdir -p /home/kiln/.ssh /root/.ssh && echo ls > /root/.bash_history && "
+           "echo ls > /home/kiln/.bash_history && echo 1 > /home/kiln/.python_history && "
+           "ssh-keygen -q -t ed25519 -N '' -f /home/kiln/.ssh/id_ed25519 && "
+           "cp /home/kiln/.ssh/id_ed25519.pub /home/kiln/.ssh/authorized_keys && "
+           "ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/deploy_key && "
+           "echo not-a-deb > /var/cache/apt/archives/fake_1.0_all.deb && "
+           "echo 0123456789abcdef0123456789abcdef > /etc/machine-id && "
+           "echo noisy > /var/log/kiln-test.log && echo old | gzip > /var/log/kiln-test.log.1.gz")
+    assert list(box.root.glob("etc/ssh/ssh_host_*"))
+    assert list(box.root.glob("var/lib/apt/lists/*_Packages"))
+    result = box.run("cleanup")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert list(box.root.glob("etc/ssh/ssh_host_*")) == []
+    assert box.path("etc/machine-id").read_text() == ""
+    assert not box.path("var/lib/dbus/machine-id").exists()
+    for history in ("root/.bash_history", "home/kiln/.bash_history", "home/kiln/.python_history"):
+        assert not box.path(history).exists(), history
+    assert not box.path("home/kiln/.ssh/id_ed25519").exists()
+    assert not box.path("root/.ssh/deploy_key").exists()
+    assert box.path("home/kiln/.ssh/authorized_keys").read_text().startswith("ssh-ed25519 ")
+    assert [p.name for p in box.path("var/lib/apt/lists").iterdir() if p.is_file() and p.name != "lock"] == []
+    assert list(box.root.glob("var/cache/apt/archives/*.deb")) == []
+    assert box.path("var/log/kiln-test.log").stat().st_size == 0
+    assert not box.path("var/log/kiln-test.log.1.gz").exists()
+    # What the image keeps: its manifest, units and the first-boot host key service.
+    assert box.path("etc/kiln/manifest.json").is_file()
+    assert _wants_links(box, "kiln-ssh-hostkeys.service")
