@@ -111,6 +111,28 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
         say(f"{name}: {image.path}")
 
 
+@task(iterable=COMMON, help={
+    **COMMON_HELP,
+    "target": "Target whose built image to boot (default: debian-12).",
+    "builder": "Builder that made it (boot tests run qcow2 images: qemu).",
+    "accel": "QEMU accelerator: auto (probe), kvm or tcg.",
+    "quiet": "Keep only the summary; testinfra output still goes to build/logs/.",
+})
+@handle_errors
+def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile="", accel="",
+         quiet=False):
+    """Boot a built image, apply a standalone node spec, run the testinfra suites (JUnit XML)."""
+    from kiln.boottest import boot_test
+
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    result = boot_test(cfg, paths, target, builder, accel=accel or None, quiet=quiet)
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
+    say(f"{result.pair}: {'PASSED' if result.passed else 'FAILED'} ({timings}); report: {result.report}")
+    if not result.passed:
+        raise Exit(code=1)
+
+
 @task(iterable=["target"], help={"target": "Target(s) to pin (default: every target with an image)."})
 @handle_errors
 def pin(c, target=None):
@@ -129,4 +151,4 @@ def clean(c, all=False):
         say(f"removed {path}")
 
 
-ns = Collection(render, validate, build, base, doctor, pin, clean)
+ns = Collection(render, validate, build, base, test, doctor, pin, clean)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ class RenderOptions:
     git_revision: str
     accelerator: str  # "kvm" or "tcg": the default baked into the qemu template
     ssh_key: Path  # private key; its .pub goes into cloud-init seeds
+    verify_extra: tuple[str, ...] = ()  # extra pytest args for in-build verification
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,12 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             {"source": str(pair_dir / "kiln.env"), "destination": "/tmp/kiln/kiln.env"},
         ],
         "steps": build_steps(config),
+        "verify": {
+            "enabled": bool(config["build"]["verify"]),
+            "python": sys.executable,
+            "root": str(paths.root),
+            "extra": list(options.verify_extra),
+        },
         "ami_tags": _ami_tags(config, pair),
     }
     if pair.builder.needs == "disk":

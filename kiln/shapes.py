@@ -40,7 +40,9 @@ def parse_shape(text: str) -> Shape:
     return Shape(masters=int(m.group("masters")), agents=int(m.group("agents") or 0))
 
 
-def node_specs(shape: Shape, cluster: dict[str, Any], options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def node_specs(
+    shape: Shape, cluster: dict[str, Any], options: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     """One node spec per node: masters m1..mN get the first addresses, agents a1..aM the next."""
     prefix, first = cluster["network_prefix"], int(cluster["first_host"])
     opts = dict(options or {})

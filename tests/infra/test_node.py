@@ -10,3 +10,12 @@ def test_kiln_node_runs(host, components) -> None:
     out = host.run("kiln-node --help")
     assert out.rc == 0
     assert "apply" in out.stdout
+
+
+def test_second_apply_changes_nothing(host, components, phase) -> None:
+    require(components, "node")
+    if phase != "boot":
+        return
+    out = host.run("sudo kiln-node apply /etc/kiln/node.json")
+    assert out.rc == 0, out.stderr
+    assert "no change" in out.stdout.lower()

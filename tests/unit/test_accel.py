@@ -70,5 +70,5 @@ def test_real_probe_reaches_a_verdict_within_its_timeout(tmp_path: Path) -> None
 
 @pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 not installed")
 def test_boot_sector_guest_prints_its_marker_under_tcg() -> None:
-    ok, seconds, note = accel.boots("tcg", 20, kernel=None)
+    ok, _seconds, note = accel.boots("tcg", 20, kernel=None)
     assert ok, note

@@ -1,0 +1,101 @@
+"""Boot a built qcow2 under QEMU for verification: a throwaway overlay, SSH forwarded on
+127.0.0.1 only, serial console to a log, and the QEMU process stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from kiln import accel as accel_mod
+from kiln import sshconfig
+from kiln.errors import KilnError
+from kiln.runner import run, which
+
+QEMU_HINT = "apt-get install qemu-system-x86 qemu-utils"
+
+
+@dataclass(frozen=True)
+class RunningVM:
+    name: str
+    pid: int
+    ssh_port: int
+    ssh_config: Path
+    serial_log: Path
+
+    def ssh(self, command: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ssh", "-F", str(self.ssh_config), self.name, command],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_ssh(vm: RunningVM, proc: subprocess.Popen[bytes], timeout: float) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            raise KilnError(f"QEMU exited with {proc.returncode} before SSH came up; "
+                            f"serial log: {vm.serial_log}")
+        try:
+            if vm.ssh("true", timeout=20).returncode == 0:
+                return time.monotonic() - started
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(2)
+    raise KilnError(f"no SSH on 127.0.0.1:{vm.ssh_port} after {timeout:.0f}s; serial log: {vm.serial_log}")
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextmanager
+def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name: str = "kiln-vm",
+           memory_mb: int = 2048, cpus: int = 2, ssh_timeout: float = 300) -> Iterator[RunningVM]:
+    """Boot `image` (left untouched) and yield once SSH answers; always stop QEMU."""
+    qemu = which("qemu-system-x86_64", QEMU_HINT)
+    workdir.mkdir(parents=True, exist_ok=True)
+    overlay = workdir / f"{name}.overlay.qcow2"
+    overlay.unlink(missing_ok=True)
+    run([which("qemu-img", QEMU_HINT), "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+         str(image.resolve()), str(overlay)], step="qemu-img overlay", quiet=True)
+    port = free_port()
+    serial = workdir / f"{name}.serial.log"
+    argv = [qemu, *accel_mod.qemu_accel_args(accel), "-m", str(memory_mb), "-smp", str(cpus),
+            "-display", "none", "-nodefaults", "-serial", f"file:{serial}",
+            "-drive", f"file={overlay},if=virtio,format=qcow2",
+            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
+            "-device", "virtio-net-pci,netdev=n0"]
+    if accel == "kvm":
+        argv += ["-cpu", "host"]
+    cfg = sshconfig.write(workdir / f"{name}.ssh_config",
+                          [sshconfig.SshHost(name, "127.0.0.1", port, user, key)],
+                          control_dir=workdir / "ssh-control")
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=(workdir / f"{name}.qemu.log").open("w"), start_new_session=True)
+    vm = RunningVM(name, proc.pid, port, cfg, serial)
+    try:
+        took = wait_for_ssh(vm, proc, ssh_timeout)
+        print(f"==> {name}: SSH up on 127.0.0.1:{port} after {took:.1f}s (pid {proc.pid})", flush=True)
+        yield vm
+    finally:
+        subprocess.run(["ssh", "-F", str(cfg), "-O", "exit", name], capture_output=True, check=False)
+        stop(proc)
+        overlay.unlink(missing_ok=True)
