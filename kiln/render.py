@@ -217,6 +217,8 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             "python": sys.executable,
             "root": str(paths.root),
             "extra": list(options.verify_extra),
+            "args": (f"--host ${{build.Host}} --port ${{build.Port}} --user ${{build.User}} "
+                     f"--key {options.ssh_key} --name {pair.name}"),
         },
         "ami_tags": _ami_tags(config, pair),
     }

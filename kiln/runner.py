@@ -79,6 +79,7 @@ def run(
     timeout: float | None = None,
     on_line: Callable[[str], None] | None = None,
     echo: TextIO | None = None,
+    input_text: str | None = None,
 ) -> Result:
     """Run `command`, streaming its merged stdout/stderr; raise StepFailed on failure.
 
@@ -102,7 +103,7 @@ def run(
             argv,
             cwd=cwd,
             env=full_env,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if input_text is not None else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -114,6 +115,10 @@ def run(
         if log_fh:
             log_fh.close()
         raise MissingTool(f"'{argv[0]}' is not installed or not on PATH") from exc
+    if input_text is not None:
+        assert proc.stdin is not None
+        proc.stdin.write(input_text)
+        proc.stdin.close()
     with _LIVE_LOCK:
         _LIVE.add(proc)
     timed_out = threading.Event()

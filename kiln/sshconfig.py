@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,8 @@ class SshHost:
     key: Path
 
 
-def render(hosts: Sequence[SshHost], control_dir: Path | None = None) -> str:
+def render(hosts: Sequence[SshHost], control_dir: Path | None = None,
+           persist: str = "60s") -> str:
     """One Host block per machine; ControlMaster makes testinfra's many commands cheap."""
     blocks = []
     for h in hosts:
@@ -35,15 +38,25 @@ def render(hosts: Sequence[SshHost], control_dir: Path | None = None) -> str:
             "  ServerAliveInterval 15",
         ]
         if control_dir is not None:
-            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C", "  ControlPersist 60s"]
+            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C", f"  ControlPersist {persist}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
 
-def write(path: Path, hosts: Sequence[SshHost], control_dir: Path | None = None) -> Path:
+def short_control_dir(wanted: Path) -> Path:
+    """Unix socket paths are limited to ~108 bytes; %C adds 40 and ssh a temp suffix."""
+    if len(str(wanted)) <= 40:
+        return wanted
+    return Path(tempfile.gettempdir()) / f"kiln-ssh-{os.getuid()}"
+
+
+def write(path: Path, hosts: Sequence[SshHost], control_dir: Path | None = None,
+          persist: str = "60s") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if control_dir is not None:
+        control_dir = short_control_dir(control_dir)
+    if control_dir is not None:
         control_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path.write_text(render(hosts, control_dir), encoding="utf-8")
+    path.write_text(render(hosts, control_dir, persist), encoding="utf-8")
     path.chmod(0o600)
     return path

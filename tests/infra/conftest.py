@@ -53,12 +53,27 @@ def require(components: dict[str, Any], name: str) -> dict[str, Any]:
     return components[name]
 
 
+ENABLED_STATES = {"enabled", "enabled-runtime", "disabled", "static", "masked", "masked-runtime",
+                  "indirect", "generated", "alias", "linked", "linked-runtime", "transient"}
+ACTIVE_STATES = {"active", "inactive", "failed", "activating", "deactivating", "reloading"}
+
+
+def unit_state(host: Any, unit: str, query: str = "is-enabled") -> str:
+    """systemctl's answer, which must be a real state: an empty or error answer (no bus, no
+    such unit) fails the test instead of reading as 'not enabled'."""
+    out = host.run(f"sudo systemctl {query} {unit}")
+    state = out.stdout.strip()
+    known = ENABLED_STATES if query == "is-enabled" else ACTIVE_STATES
+    assert state in known, f"systemctl {query} {unit}: {out.stdout!r} {out.stderr!r}"
+    return state
+
+
 def unit_enabled(host: Any, unit: str) -> bool:
-    return host.run(f"systemctl is-enabled {unit}").stdout.strip() in ("enabled", "enabled-runtime")
+    return unit_state(host, unit) in ("enabled", "enabled-runtime")
 
 
 def unit_active(host: Any, unit: str) -> bool:
-    return host.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+    return unit_state(host, unit, "is-active") == "active"
 
 
 def port_open(host: Any, port: int, address: str = "127.0.0.1") -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gzip
 import hashlib
 import http.server
 import json
@@ -95,8 +96,8 @@ def base_tar() -> Path:
     partial = target.with_suffix(".tar.partial")
     started = time.monotonic()
     result = subprocess.run(
-        ["mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", f"--include={','.join(INCLUDE)}", SUITE,
-         str(partial), MIRROR],
+        ["mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", f"--include={','.join(INCLUDE)}",
+         SUITE, str(partial), MIRROR],
         capture_output=True, text=True, check=False, timeout=1800)
     if result.returncode != 0:
         partial.unlink(missing_ok=True)
@@ -128,7 +129,8 @@ class Chroot:
         return subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
 
     def sh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
+               "HOME": "/root"}
         result = subprocess.run(["/usr/sbin/chroot", str(self.root), "/bin/sh", "-c", command], env=env,
                                 capture_output=True, text=True, check=False, timeout=600)
         if check and result.returncode != 0:
@@ -193,8 +195,10 @@ def _standin_package(name: str, where: Path) -> Path:
     real = REPO_ROOT / name
     if (real / "__init__.py").is_file() and (real / "__main__.py").is_file():
         return real
-    say(f"{name}/ in the repo is not a runnable package yet: baking a minimal stand-in")
     pkg = where / name
+    if pkg.exists():
+        return pkg
+    say(f"{name}/ in the repo is not a runnable package yet: baking a minimal stand-in")
     pkg.mkdir(parents=True)
     (pkg / "__init__.py").write_text('"""Stand-in for tests."""\n__version__ = "0.0.0+standin"\n')
     (pkg / "__main__.py").write_text(textwrap.dedent("""\
@@ -215,11 +219,12 @@ def _env_text(**overrides: str) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def chroot(base_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
-    work = tmp_path_factory.mktemp("provision-chroot")
+@contextlib.contextmanager
+def _chroot_from(base_tar: Path, work: Path) -> Iterator[Chroot]:
+    """A fresh tree from `base_tar` set up as Packer leaves a build VM: /tmp/kiln holds provision/,
+    kiln_node/, kiln_bridge/ and the rendered debian-12 kiln.env. Unmounts everything on exit."""
     root = work / "root"
-    root.mkdir()
+    root.mkdir(parents=True)
     started = time.monotonic()
     subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(base_tar)], check=True)
     say(f"chroot copy: extracted in {time.monotonic() - started:.1f} s")
@@ -245,6 +250,12 @@ def chroot(base_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         yield box
     finally:
         box.umount_all()
+
+
+@pytest.fixture(scope="module")
+def chroot(base_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
+    with _chroot_from(base_tar, tmp_path_factory.mktemp("provision-chroot")) as box:
+        yield box
 
 
 # --------------------------------------------------------------------------------------------
@@ -322,7 +333,9 @@ def test_manifest_lists_components_with_the_installed_versions(baked: Baked) -> 
 
 
 def _wants_links(box: Chroot, unit: str) -> list[str]:
-    return [str(p.relative_to(box.root)) for p in box.path("etc/systemd/system").glob(f"*.wants/{unit}")]
+    """The .wants/ symlinks that enable `unit` (they point into the chroot, so never follow them)."""
+    wants = box.path("etc/systemd/system").glob("*.wants")
+    return [str((d / unit).relative_to(box.root)) for d in wants if os.path.lexists(d / unit)]
 
 
 def test_cluster_services_are_installed_but_not_enabled(baked: Baked) -> None:
@@ -435,18 +448,13 @@ def _environment_file(text: str) -> dict[str, str]:
     return env
 
 
-def test_zookeeper_unit_command_serves_clients(baked: Baked) -> None:
-    """Run the unit's own ExecStart line (as user zookeeper) against a scratch config on a free
-    127.0.0.1 port and ask `ruok`: the unit really starts a server (Debian's LSB script did not)."""
-    box = baked.box
+def _zookeeper_answers_ruok(box: Chroot, environment: str) -> str:
+    """Run zookeeper.service's own ExecStart line (as user zookeeper, with its EnvironmentFile)
+    against a scratch config on a free 127.0.0.1 port, expect `imok` to `ruok`; return its log."""
     unit = box.path("etc/systemd/system/zookeeper.service").read_text()
-    assert "User=zookeeper" in unit
-    assert "EnvironmentFile=/etc/zookeeper/conf/environment" in unit
-    assert os.path.realpath(box.path("etc/zookeeper/conf")).endswith("/etc/zookeeper/conf_kiln")
-    assert "dataDir=/var/lib/zookeeper" in box.path("etc/zookeeper/conf/zoo.cfg").read_text().splitlines()
     exec_start = re.search(r"^ExecStart=(.+)$", unit, re.M)
     assert exec_start is not None
-    env = _environment_file(box.path("etc/zookeeper/conf_kiln/environment").read_text())
+    env = _environment_file(box.sh(f"cat {environment}").stdout)
     port = _free_port()
     scratch = box.path("tmp/zk-test")
     (scratch / "data").mkdir(parents=True)
@@ -479,6 +487,19 @@ def test_zookeeper_unit_command_serves_clients(baked: Baked) -> None:
             log, _ = proc.communicate()
         shutil.rmtree(scratch, ignore_errors=True)
     assert answer == b"imok", f"ZooKeeper did not answer ruok; its output:\n{log[-4000:]}"
+    return log
+
+
+def test_zookeeper_unit_command_serves_clients(baked: Baked) -> None:
+    """Debian's LSB script reported success without a server; kiln's unit must really run one."""
+    box = baked.box
+    unit = box.path("etc/systemd/system/zookeeper.service").read_text()
+    assert "User=zookeeper" in unit
+    assert "EnvironmentFile=/etc/zookeeper/conf/environment" in unit
+    assert box.sh("readlink -f /etc/zookeeper/conf").stdout.strip() == "/etc/zookeeper/conf_kiln"
+    assert "dataDir=/var/lib/zookeeper" in box.sh("cat /etc/zookeeper/conf/zoo.cfg").stdout.splitlines()
+    log = _zookeeper_answers_ruok(box, "/etc/zookeeper/conf/environment")
+    assert "NOP" not in log and "INFO" in log, f"ZooKeeper should log to the journal:\n{log[:2000]}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,6 +584,73 @@ def _build_mesos_standin(work: Path) -> Path:
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(pkg), str(deb)], check=True,
                    capture_output=True)
     return deb
+
+
+def _signed_flat_repository(deb: Path, out: Path, gnupg_home: Path, signer: str) -> None:
+    """A flat apt repository (Packages, Release, InRelease) holding `deb`, signed by `signer`."""
+    out.mkdir(parents=True)
+    shutil.copy(deb, out)
+    packages = subprocess.run(["dpkg-scanpackages", "--multiversion", "."], cwd=out, check=True,
+                              capture_output=True).stdout
+    (out / "Packages").write_bytes(packages)
+    (out / "Packages.gz").write_bytes(gzip.compress(packages))
+    date = time.strftime("%a, %d %b %Y %H:%M:%S UTC", time.gmtime(time.time() - 60))
+    sums = "".join(f" {hashlib.sha256((out / n).read_bytes()).hexdigest()} {(out / n).stat().st_size} {n}\n"
+                   for n in ("Packages", "Packages.gz"))
+    (out / "Release").write_text(f"Origin: kiln-test\nLabel: kiln-test\nCodename: kiln-test\nDate: {date}\n"
+                                 f"Architectures: all amd64\nSHA256:\n{sums}")
+    subprocess.run(["gpg", "--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", "",
+                    "--local-user", signer, "--clearsign", "--output", str(out / "InRelease"),
+                    str(out / "Release")],
+                   env={**os.environ, "GNUPGHOME": str(gnupg_home)}, check=True, capture_output=True)
+
+
+def test_mesos_from_a_signed_repository(base_tar: Path, tmp_path: Path, gnupg_home: Path,
+                                        signing_keys: dict[str, tuple[Path, str]]) -> None:
+    """The AVENTER path (a supported target), against a local signed repository stand-in: key
+    fetched and pinned by fingerprint, apt line with signed-by, lists refreshed because a source
+    was added, package installed with its services disabled; an expired key stops it."""
+    key, fingerprint = signing_keys["valid"]
+    expired_key, expired_fingerprint = signing_keys["expired"]
+    www = tmp_path / "www"
+    deb = _build_mesos_standin(tmp_path)
+    _signed_flat_repository(deb, www / "repo", gnupg_home, fingerprint)
+    shutil.copy(key, www / "aventer.asc")
+    shutil.copy(expired_key, www / "expired.asc")
+    with _http_server(www) as base, _chroot_from(base_tar, tmp_path / "fresh") as box:
+        settings = {"KILN_MESOS_SUPPORTED_TARGETS": "ubuntu-24.04 debian-12",
+                    "KILN_MESOS_PACKAGE": "kiln-mesos-standin",
+                    "KILN_MESOS_APT_REPO": f"deb [signed-by=/etc/apt/keyrings/aventer.asc] {base}/repo/ ./",
+                    "KILN_MESOS_KEY_URL": f"{base}/aventer.asc"}
+        env = _write_env(box, "mesos-repo", KILN_MESOS_KEY_FINGERPRINT=fingerprint.lower(), **settings)
+        # As after base.sh: fresh package lists, before any Mesos source exists.
+        box.sh("bash -c '. /tmp/kiln/provision/lib.sh && apt_update >/dev/null'")
+        first = box.run("mesos", env_file=env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        assert "updating package lists" in first.stdout, "a new source makes the lists stale"
+        assert box.path("etc/apt/keyrings/aventer.asc").read_bytes() == key.read_bytes()
+        assert "signed-by=/etc/apt/keyrings/aventer.asc" in box.path(
+            "etc/apt/sources.list.d/kiln-mesos.list").read_text()
+        for role in ("master", "agent"):
+            assert _wants_links(box, f"mesos-{role}.service") == []
+        record = json.loads(box.path("etc/kiln/components.d/mesos.json").read_text())
+        assert (record["version"], record["source"]) == ("1.11.0-0.kiln1", "repository")
+        assert record["key_fingerprint"] == fingerprint
+
+        before = box.snapshot()
+        _QuietHandler.requests.clear()
+        second = box.run("mesos", env_file=env)
+        assert second.returncode == 0, second.stderr
+        assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
+        assert _diff(before, box.snapshot()) == []
+        assert _QuietHandler.requests == [], "a verified key is not fetched again"
+
+        expired = _write_env(box, "mesos-expired", KILN_MESOS_KEY_FINGERPRINT=expired_fingerprint,
+                             **{**settings, "KILN_MESOS_KEY_URL": f"{base}/expired.asc"})
+        result = box.run("mesos", env_file=expired)
+        assert result.returncode != 0
+        assert "EXPIRED on 2020-06-01" in result.stderr and "components.mesos.key_url" in result.stderr
+        assert box.path("etc/apt/keyrings/aventer.asc").read_bytes() == key.read_bytes()
 
 
 def test_mesos_from_a_pinned_package_file_is_installed_disabled(baked: Baked,
@@ -651,6 +739,96 @@ def test_marathon_from_a_pinned_tarball(baked: Baked, tmp_path: Path) -> None:
     assert record["version"] == "1.8.222-kilntest"
 
 
+def test_rancher_binaries_from_pinned_urls(baked: Baked, tmp_path: Path) -> None:
+    box = baked.box
+    served = tmp_path / "www"
+    served.mkdir()
+    sums = {}
+    for role in ("executor", "scheduler"):
+        binary = served / f"rancher-mesos-{role}"
+        binary.write_text(f"#!/bin/sh\necho stand-in {role}\n")
+        sums[role] = hashlib.sha256(binary.read_bytes()).hexdigest()
+    with _http_server(served) as base:
+        scheduler_only = {"KILN_RANCHER_SCHEDULER_URL": f"{base}/rancher-mesos-scheduler"}
+        unpinned = _write_env(box, "rancher-unpinned", **scheduler_only)
+        result = box.run("rancher", env_file=unpinned)
+        assert result.returncode != 0
+        assert "components.rancher.scheduler_sha256 is empty" in result.stderr
+        assert not box.path("usr/local/bin/rancher-mesos-scheduler").exists()
+
+        env = _write_env(box, "rancher", KILN_RANCHER_EXECUTOR_URL=f"{base}/rancher-mesos-executor",
+                         KILN_RANCHER_EXECUTOR_SHA256=sums["executor"],
+                         KILN_RANCHER_SCHEDULER_URL=f"{base}/rancher-mesos-scheduler",
+                         KILN_RANCHER_SCHEDULER_SHA256=sums["scheduler"])
+        first = box.run("rancher", env_file=env)
+        assert first.returncode == 0, first.stdout + first.stderr
+        before = box.snapshot()
+        second = box.run("rancher", env_file=env)
+        assert second.returncode == 0, second.stderr
+    assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
+    assert _diff(before, box.snapshot()) == []
+    for role in ("executor", "scheduler"):
+        binary = box.path(f"usr/local/bin/rancher-mesos-{role}")
+        assert binary.stat().st_mode & 0o777 == 0o755
+        unit = box.path(f"etc/systemd/system/rancher-mesos-{role}.service").read_text()
+        assert "EnvironmentFile=/etc/kiln/rancher.env" in unit
+        assert f"ExecStart=/usr/local/bin/rancher-mesos-{role}" in unit
+        assert _wants_links(box, f"rancher-mesos-{role}.service") == []
+    record = json.loads(box.path("etc/kiln/components.d/rancher.json").read_text())
+    assert record["version"] == "sha256:" + sums["executor"]
+    assert record["scheduler_sha256"] == sums["scheduler"]
+
+
+def _zookeeper_tarball(baked: Baked, out: Path) -> Path:
+    """An apache-zookeeper-<v>-bin.tar.gz look-alike (Apache's download host is unreachable here)
+    made of the ZooKeeper jars Debian installed: bin/, conf/, lib/zookeeper-<v>.jar + deps."""
+    java = baked.box.path("usr/share/java")
+    top = out / "apache-zookeeper-3.8.0-bin"
+    (top / "lib").mkdir(parents=True)
+    (top / "bin").mkdir()
+    (top / "conf").mkdir()
+    # One SLF4J binding (log4j 1.2, as Apache's 3.8 tarball has logback): drop the others.
+    skip = ("zookeeper-contrib", "slf4j-nop", "slf4j-simple", "slf4j-jdk14", "slf4j-jcl", "log4j-over-slf4j")
+    for jar in java.glob("*.jar"):
+        if jar.is_symlink() or jar.name.startswith(skip):
+            continue
+        name = "zookeeper-3.8.0.jar" if jar.name == "zookeeper.jar" else jar.name
+        shutil.copy(jar, top / "lib" / name)
+    shutil.copy(baked.box.path("etc/zookeeper/conf_example/log4j.properties"), top / "conf")
+    (top / "bin/zkServer.sh").write_text("#!/bin/sh\n")
+    tgz = out / "apache-zookeeper-3.8.0-bin.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tar:
+        tar.add(top, arcname=top.name)
+    return tgz
+
+
+def test_zookeeper_from_a_tarball(baked: Baked, base_tar: Path, tmp_path: Path) -> None:
+    """components.zookeeper.source = "tarball" (what Amazon Linux 2023 gets), in a fresh tree."""
+    served = tmp_path / "www"
+    served.mkdir()
+    tgz = _zookeeper_tarball(baked, served)
+    sha = hashlib.sha256(tgz.read_bytes()).hexdigest()
+    with _http_server(served) as base, _chroot_from(base_tar, tmp_path / "fresh") as box:
+        env = _write_env(box, "zk-tarball", KILN_ZOOKEEPER_SOURCE="tarball", KILN_ZOOKEEPER_VERSION="3.8.0",
+                         KILN_ZOOKEEPER_TARBALL_URL=f"{base}/{tgz.name}", KILN_ZOOKEEPER_TARBALL_SHA256=sha)
+        first = box.run("zookeeper", env_file=env)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        before = box.snapshot()
+        second = box.run("zookeeper", env_file=env)
+        assert second.returncode == 0, second.stderr
+        assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
+        assert _diff(before, box.snapshot()) == []
+        assert os.readlink(box.path("opt/zookeeper")) == "zookeeper-3.8.0"
+        assert box.path("etc/zookeeper/conf").is_dir() and not box.path("etc/zookeeper/conf").is_symlink()
+        environment = box.path("etc/zookeeper/conf/environment").read_text()
+        assert 'CLASSPATH="/etc/zookeeper/conf:/opt/zookeeper/lib/*"' in environment.splitlines()
+        record = json.loads(box.path("etc/kiln/components.d/zookeeper.json").read_text())
+        assert (record["version"], record["source"]) == ("3.8.0", "tarball")
+        assert _wants_links(box, "zookeeper.service") == []
+        log = _zookeeper_answers_ruok(box, "/etc/zookeeper/conf/environment")
+        assert "INFO" in log
+
+
 # --------------------------------------------------------------------------------------------
 # lib.sh on the host: downloads and repository keys
 
@@ -707,14 +885,22 @@ def test_download_verifies_the_checksum(lib_env: Path, tmp_path: Path, tool: str
 
 
 @pytest.fixture(scope="module")
-def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, tuple[Path, str]]]:
-    """Real OpenPGP keys: one valid, one expired on 2020-06-01, one whose only signing subkey
-    expired then (made with gpg's --faked-system-time)."""
+def gnupg_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("gnupg")
     home.chmod(0o700)
-    out = home.parent / f"{home.name}-keys"
+    try:
+        yield home
+    finally:  # the agent gpg started for this home, and only that one
+        subprocess.run(["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)}, check=False)
+
+
+@pytest.fixture(scope="module")
+def signing_keys(gnupg_home: Path) -> dict[str, tuple[Path, str]]:
+    """Real OpenPGP keys: one valid, one expired on 2020-06-01, one whose only signing subkey
+    expired then (made with gpg's --faked-system-time)."""
+    out = gnupg_home.parent / f"{gnupg_home.name}-keys"
     out.mkdir()
-    env = {**os.environ, "GNUPGHOME": str(home)}
+    env = {**os.environ, "GNUPGHOME": str(gnupg_home)}
     gpg = ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase", ""]
 
     def fingerprint(uid: str) -> str:
@@ -722,28 +908,25 @@ def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
                                  capture_output=True, text=True).stdout
         return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr"))
 
+    subprocess.run([*gpg, "--quick-gen-key", "valid <valid@kiln.invalid>", "ed25519", "sign", "never"],
+                   env=env, check=True, capture_output=True)
+    subprocess.run([*gpg, "--faked-system-time", "20200101T000000", "--quick-gen-key",
+                    "expired <expired@kiln.invalid>", "ed25519", "sign", "2020-06-01"],
+                   env=env, check=True, capture_output=True)
+    subprocess.run([*gpg, "--faked-system-time", "20190101T000000", "--quick-gen-key",
+                    "subkey <subkey@kiln.invalid>", "ed25519", "cert", "never"],
+                   env=env, check=True, capture_output=True)
+    subprocess.run([*gpg, "--faked-system-time", "20200101T000000", "--quick-add-key",
+                    fingerprint("subkey@kiln.invalid"), "ed25519", "sign", "2020-06-01"],
+                   env=env, check=True, capture_output=True)
     keys = {}
-    try:
-        subprocess.run([*gpg, "--quick-gen-key", "valid <valid@kiln.invalid>", "ed25519", "sign", "never"],
-                       env=env, check=True, capture_output=True)
-        subprocess.run([*gpg, "--faked-system-time", "20200101T000000", "--quick-gen-key",
-                        "expired <expired@kiln.invalid>", "ed25519", "sign", "2020-06-01"],
-                       env=env, check=True, capture_output=True)
-        subprocess.run([*gpg, "--faked-system-time", "20190101T000000", "--quick-gen-key",
-                        "subkey <subkey@kiln.invalid>", "ed25519", "cert", "never"],
-                       env=env, check=True, capture_output=True)
-        subprocess.run([*gpg, "--faked-system-time", "20200101T000000", "--quick-add-key",
-                        fingerprint("subkey@kiln.invalid"), "ed25519", "sign", "2020-06-01"],
-                       env=env, check=True, capture_output=True)
-        for name in ("valid", "expired", "subkey"):
-            uid = f"{name}@kiln.invalid"
-            path = out / f"{name}.asc"
-            path.write_bytes(subprocess.run(["gpg", "--armor", "--export", uid], env=env, check=True,
-                                            capture_output=True).stdout)
-            keys[name] = (path, fingerprint(uid))
-        yield keys
-    finally:
-        subprocess.run(["gpgconf", "--kill", "all"], env=env, check=False)
+    for name in ("valid", "expired", "subkey"):
+        uid = f"{name}@kiln.invalid"
+        path = out / f"{name}.asc"
+        path.write_bytes(subprocess.run(["gpg", "--armor", "--export", uid], env=env, check=True,
+                                        capture_output=True).stdout)
+        keys[name] = (path, fingerprint(uid))
+    return keys
 
 
 Keys = dict[str, tuple[Path, str]]

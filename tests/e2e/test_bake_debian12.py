@@ -1,0 +1,114 @@
+"""End to end on this machine, offline: bake the debian-12 image with real Packer + QEMU,
+boot it, verify it. The slowest tests kiln has (TCG: minutes), and the proof that the
+whole pipeline works.
+
+Runs against the repository's own build/ (so the base image cache is shared with
+`invoke build` and between CI runs on the same machine), with the offline profile.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kiln.paths import REPO_ROOT
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+PAIR = "debian-12-qemu"
+ARTIFACTS = REPO_ROOT / "build" / "artifacts"
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
+BUILD = [*INVOKE, "build", "--profile", "offline", "--target", "debian-12", "--builder", "qemu"]
+
+
+def _processes(pattern: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-af", pattern], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "pgrep" not in ln]
+
+
+def _no_leftovers() -> None:
+    assert not (ARTIFACTS / f".{PAIR}.partial").exists(), "a staging directory was left behind"
+    assert _processes("qemu-system-x86_64.*debian-12-qemu") == []
+    assert _processes("packer build") == []
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    started = time.monotonic()
+    result = subprocess.run([*BUILD, "--quiet"], cwd=REPO_ROOT, text=True, capture_output=True,
+                            timeout=3600)
+    print(result.stdout[-4000:], result.stderr[-4000:])
+    print(f"build took {time.monotonic() - started:.0f}s")
+    assert result.returncode == 0, result.stderr
+    return ARTIFACTS / PAIR
+
+
+def test_build_produces_image_box_manifests_and_metadata(built: Path) -> None:
+    _no_leftovers()
+    meta = json.loads((built / "kiln-metadata.json").read_text())
+    files = meta["artifacts"]
+    assert f"{PAIR}.qcow2" in files and f"{PAIR}.box" in files
+    assert "packer-manifest.json" in files and "image-manifest.json" in files
+    for name, info in files.items():
+        assert len(info["sha256"]) == 64, name
+    components = meta["components"]
+    for name in ("base", "java", "zookeeper", "docker", "haproxy", "qemu-kvm", "node"):
+        assert components[name]["version"], name
+    assert "mesos" not in components and "marathon" not in components
+    assert meta["tools"]["packer"] == "1.6.6" or meta["tools"]["packer"] >= "1.7"
+    assert set(meta["stages_seconds"]) >= {"render", "source image", "packer build"}
+    print("stage seconds:", meta["stages_seconds"])
+    print("sizes (MiB):", {k: round(v["bytes"] / 2**20, 1) for k, v in files.items()})
+    assert (ARTIFACTS.parent / "reports" / f"{PAIR}-inbuild.xml").exists()
+
+
+def test_box_catalog_is_accepted_by_vagrant(built: Path, tmp_path: Path) -> None:
+    catalog = json.loads((built / "box-catalog.json").read_text())
+    provider = catalog["versions"][0]["providers"][0]
+    assert provider["name"] == "libvirt"
+    assert provider["url"] == (built / f"{PAIR}.box").as_uri()
+    env = {**os.environ, "VAGRANT_HOME": str(tmp_path / "vagrant.d"), "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    add = subprocess.run(["vagrant", "box", "add", "--provider", "libvirt", str(built / "box-catalog.json")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert add.returncode == 0, add.stdout + add.stderr
+    listing = subprocess.run(["vagrant", "box", "list"], capture_output=True, text=True, env=env)
+    assert catalog["name"] in listing.stdout
+
+
+def test_boot_verification_passes(built: Path) -> None:
+    result = subprocess.run([*INVOKE, "test", "--profile", "offline", "--target", "debian-12"],
+                            cwd=REPO_ROOT, text=True, capture_output=True, timeout=3600)
+    print(result.stdout[-6000:], result.stderr[-3000:])
+    assert result.returncode == 0
+    report = REPO_ROOT / "build" / "reports" / f"{PAIR}-boot.xml"
+    text = report.read_text()
+    assert 'failures="0"' in text and 'errors="0"' in text
+    _no_leftovers()
+
+
+def test_interrupted_build_leaves_no_artifact_and_no_process(built: Path) -> None:
+    """SIGTERM in the middle of provisioning: no staging dir, no QEMU, no packer; the
+    previous complete artifact stays as it was."""
+    before = (built / "kiln-metadata.json").read_bytes()
+    proc = subprocess.Popen(BUILD, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    seen: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        seen.append(line)
+        if "provision/zookeeper.sh" in line or "kiln[zookeeper]" in line:
+            break
+    assert proc.poll() is None, "".join(seen[-50:])
+    os.kill(proc.pid, signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, rest[-3000:]
+    assert "interrupted" in rest
+    _no_leftovers()
+    assert (built / "kiln-metadata.json").read_bytes() == before
