@@ -1,0 +1,68 @@
+"""Command line: `kiln-node apply SPEC.json [--root DIR] [--dry-run]`, `kiln-node validate SPEC.json`.
+
+Exit codes: 0 done, 1 the node could not be configured (a service action failed, a file could
+not be written, unreadable image manifest), 2 the spec is wrong (nothing was written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from kiln_node import __version__, apply, render, services
+from kiln_node import spec as specmod
+
+EPILOG = """\
+apply writes the config files of the node's role under --root (default /) and, when the root
+is /, enables and starts (or restarts) exactly the services whose config changed. With another
+--root, systemd is left alone and the actions are printed. A second apply of the same spec
+changes nothing. Exit codes: 0 done, 1 failed, 2 bad spec (nothing written)."""
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kiln-node", description="Configure this node from a kiln node spec.",
+                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version="kiln-node " + __version__)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    a = sub.add_parser("apply", help="write this node's config files and start its services")
+    a.add_argument("spec", metavar="SPEC.json")
+    a.add_argument("--root", default="/", help="apply under this directory instead of / (no systemctl)")
+    a.add_argument("--dry-run", action="store_true", help="print what would change, write and run nothing")
+    v = sub.add_parser("validate", help="check a node spec and print its problems")
+    v.add_argument("spec", metavar="SPEC.json")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        spec = _load(args.spec)
+    except specmod.SpecError as exc:
+        for line in exc.problems:
+            print("kiln-node: error: {}".format(line), file=sys.stderr)
+        n = len(exc.problems)
+        print("kiln-node: {}: {} problem{} in the node spec; nothing written".format(
+            args.spec, n, "" if n == 1 else "s"), file=sys.stderr)
+        return 2
+    if args.command == "validate":
+        print("kiln-node: {}: OK: {}".format(args.spec, apply.describe(spec)))
+        return 0
+    root = os.path.abspath(args.root)
+    try:
+        return apply.apply(spec, root=root, dry_run=args.dry_run)
+    except (services.ManifestError, render.HostsError) as exc:
+        print("kiln-node: error: {}".format(exc), file=sys.stderr)
+    except OSError as exc:
+        print("kiln-node: error: {}: {}".format(exc.filename or "", exc.strerror or exc), file=sys.stderr)
+    return 1
+
+
+def _load(path: str) -> Dict[str, Any]:
+    """The checked spec; warnings go to stderr, problems raise SpecError."""
+    spec, warnings = specmod.load(path)
+    for line in warnings:
+        print("kiln-node: WARNING: {}".format(line), file=sys.stderr)
+    return spec
