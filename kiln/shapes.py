@@ -1,10 +1,19 @@
-"""Cluster shapes ('1', '3m', '3m2a') and the node specs of every node in a shape."""
+"""Cluster shapes ('1', '3m', '3m2a') and the node specs of every node in a shape.
+
+A node spec is what kiln-node applies at boot; its structure is kiln_node/spec.schema.json,
+shared with the node side, which checks it with the standard library only.
+"""
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
+
+from kiln.paths import REPO_ROOT
 
 SHAPE_FORMS = "'1' (one standalone node), 'Nm' (N masters) or 'NmMa' (N masters, M agents), e.g. 3m2a"
 _SHAPE = re.compile(r"^(?P<masters>[1-9][0-9]?)m(?:(?P<agents>[0-9]{1,2})a)?$")
@@ -12,6 +21,8 @@ _SHAPE = re.compile(r"^(?P<masters>[1-9][0-9]?)m(?:(?P<agents>[0-9]{1,2})a)?$")
 
 @dataclass(frozen=True)
 class Shape:
+    """`masters` masters and `agents` agents; '1' is one standalone node (master and agent at once)."""
+
     masters: int
     agents: int
     standalone: bool = False
@@ -32,6 +43,7 @@ class Shape:
 
 
 def parse_shape(text: str) -> Shape:
+    """'1' -> standalone, 'Nm' -> N masters, 'NmMa' -> N masters and M agents (N >= 1, M >= 0)."""
     if text == "1":
         return Shape(masters=1, agents=0, standalone=True)
     m = _SHAPE.match(text or "")
@@ -45,15 +57,36 @@ def node_specs(
 ) -> list[dict[str, Any]]:
     """One node spec per node: masters m1..mN get the first addresses, agents a1..aM the next."""
     prefix, first = cluster["network_prefix"], int(cluster["first_host"])
-    opts = dict(options or {})
+    last = first + shape.nodes - 1
+    if last > 254:
+        raise ValueError(f"shape {shape.name} needs host numbers {first}..{last} of {prefix}.x; "
+                         "expected at most 254 (lower cluster.first_host)")
+
+    def spec(role: str, node_id: int, name: str, ip: str, masters: list[str]) -> dict[str, Any]:
+        # Each spec owns its lists and options: callers may edit one node's spec.
+        return {"cluster": cluster["name"], "role": role, "node_id": node_id, "name": name, "ip": ip,
+                "masters": list(masters), "options": copy.deepcopy(dict(options or {}))}
+
     if shape.standalone:
         ip = f"{prefix}.{first}"
-        return [{"cluster": cluster["name"], "role": "standalone", "node_id": 1, "name": "mesos",
-                 "ip": ip, "masters": [ip], "options": opts}]
+        return [spec("standalone", 1, "mesos", ip, [ip])]
     masters = [f"{prefix}.{first + i}" for i in range(shape.masters)]
-    specs = [{"cluster": cluster["name"], "role": "master", "node_id": i + 1, "name": f"m{i + 1}",
-              "ip": ip, "masters": masters, "options": opts} for i, ip in enumerate(masters)]
-    specs += [{"cluster": cluster["name"], "role": "agent", "node_id": shape.masters + i + 1,
-               "name": f"a{i + 1}", "ip": f"{prefix}.{first + shape.masters + i}", "masters": masters,
-               "options": opts} for i in range(shape.agents)]
+    specs = [spec("master", i + 1, f"m{i + 1}", ip, masters) for i, ip in enumerate(masters)]
+    specs += [spec("agent", shape.masters + i + 1, f"a{i + 1}", f"{prefix}.{first + shape.masters + i}",
+                   masters) for i in range(shape.agents)]
     return specs
+
+
+@cache
+def _spec_schema() -> dict[str, Any]:
+    return json.loads((REPO_ROOT / "kiln_node" / "spec.schema.json").read_text())
+
+
+def validate_spec(spec: Any) -> list[str]:
+    """Problems of a node spec, '$.path: message' each: the shared JSON Schema (jsonschema), then the
+    node side's cross-field rules. Warnings (an even number of masters) are not problems."""
+    from kiln.config import schema_problems
+    from kiln_node.spec import semantic_problems
+
+    problems = schema_problems(spec, _spec_schema())
+    return problems + semantic_problems(spec)[0]

@@ -38,7 +38,8 @@ def render(hosts: Sequence[SshHost], control_dir: Path | None = None,
             "  ServerAliveInterval 15",
         ]
         if control_dir is not None:
-            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C", f"  ControlPersist {persist}"]
+            lines += ["  ControlMaster auto", f"  ControlPath {control_dir}/%C",
+                      f"  ControlPersist {persist}"]
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"
 
