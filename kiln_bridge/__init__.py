@@ -1,0 +1,9 @@
+"""kiln's Marathon -> HAProxy bridge (stdlib only, Python 3.9+), baked into images.
+
+It reads Marathon's apps and tasks, renders haproxy.cfg with one TCP listener per service
+port (as the classic haproxy-marathon-bridge did) and Host-header routing for apps
+labelled HAPROXY_0_VHOST (as marathon-lb does), checks the candidate with `haproxy -c`,
+swaps it in atomically, reloads HAProxy, and keeps the last good config otherwise.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from kiln_bridge.bridge import main
+
+sys.exit(main())
