@@ -63,7 +63,9 @@ def packer_checks(rendered: Sequence[RenderedPair], paths: Paths) -> list[Check]
     for item in rendered:
         log = paths.logs / f"validate-{item.pair.name}.log"
         log.unlink(missing_ok=True)
-        variables: dict[str, str] = {}
+        # Packer refuses an existing output directory; a build may be running, so point
+        # validation at a path that never exists.
+        variables: dict[str, str] = {"output_directory": str(item.directory / "validate-output")}
         note = ""
         if item.pair.builder.needs == "disk" and item.pair.target.image is not None \
                 and not item.pair.target.image["sha256"]:
