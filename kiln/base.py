@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -22,6 +23,7 @@ from typing import Any
 
 from kiln.errors import UserError
 from kiln.keys import ensure_build_key
+from kiln.paths import user_cache
 from kiln.runner import run, which
 
 RECIPE_VERSION = 4
@@ -61,6 +63,31 @@ class _Stages:
         self.seconds[stage] = round(took, 1)
         self.report(f"==> base {self.name}: {stage} ({took:.1f}s)")
         return result
+
+
+def shared_cache() -> Path:
+    """Base images outlive a checkout (CI clones afresh): keep them per machine too."""
+    return user_cache() / "base"
+
+
+def _link_or_copy(src: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copy2(src, tmp)
+    tmp.replace(dest)
+
+
+def _share(image: Path, shared: Path) -> None:
+    try:
+        shared.parent.mkdir(parents=True, exist_ok=True)
+        for old in shared.parent.glob(shared.name.rsplit("-", 1)[0] + "-*.qcow2"):
+            old.unlink()  # one image per target: the newest inputs win
+        _link_or_copy(image, shared)
+    except OSError as exc:
+        print(f"warning: could not keep a copy of the base image in {shared.parent}: {exc}")
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -115,8 +142,17 @@ def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *,
     user = target_cfg["ssh_username"]
     fp = fingerprint(target_cfg["codename"], base_cfg["mirror"], user, public_key)
     stamp = out.with_name(out.name + ".fingerprint")
+    shared = shared_cache() / f"{target_name}-{fp[:16]}.qcow2"
     if not force and out.exists() and stamp.exists() and stamp.read_text().strip() == fp:
         report(f"==> base {target_name}: cached {out} (fingerprint {fp[:12]})")
+        if not shared.exists():
+            _share(out, shared)
+        return BaseImage(out, fp, True, {})
+    if not force and shared.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        _link_or_copy(shared, out)
+        stamp.write_text(fp + "\n")
+        report(f"==> base {target_name}: reused {shared} (fingerprint {fp[:12]})")
         return BaseImage(out, fp, True, {})
 
     tools = {t: which(t, TOOLS_HINT) for t in ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4",
@@ -169,6 +205,7 @@ def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *,
                                    "qemu-img convert"))
         qcow.replace(out)
         stamp.write_text(fp + "\n")
+        _share(out, shared)
         report(f"==> base {target_name}: {out} ({out.stat().st_size / 2**20:.0f} MiB, "
                f"{time.monotonic() - stages.started:.0f}s)")
         return BaseImage(out, fp, False, stages.seconds)
