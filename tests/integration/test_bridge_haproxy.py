@@ -1,150 +1,497 @@
-"""The bridge against a real HAProxy on 127.0.0.1. Marathon's HTTP API cannot run here, so a
-fixture server replays its documented /v2/apps JSON: a stand-in for Marathon, named so."""
+"""kiln_bridge against a real HAProxy (master-worker, on 127.0.0.1 high ports).
+
+Marathon's HTTP API cannot run here, so `MarathonStandIn` -- a stand-in for Marathon, not
+Marathon -- replays its documented /v2/apps?embed=apps.tasks JSON (tests/fixtures/marathon/)
+and a /v2/events text/event-stream. The apps' tasks are python http.server threads on
+127.0.0.1 that answer with their own name, so each request shows where HAProxy sent it.
+Every process started here (haproxy, the bridge) is stopped by its PID in a finalizer.
+"""
 
 from __future__ import annotations
 
-import argparse
+import copy
 import http.server
 import json
+import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from argparse import Namespace
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kiln.paths import REPO_ROOT
-from kiln_bridge.bridge import sync_once
+from kiln_bridge.apply import APPLIED, REJECTED, UNCHANGED, Applier
+from kiln_bridge.cli import Syncer
+from kiln_bridge.model import parse_body
+from kiln_bridge.render import render
 
-HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
-pytestmark = pytest.mark.skipif(not Path(HAPROXY).exists(), reason="haproxy not installed")
+HAPROXY = "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else shutil.which("haproxy")
+pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (/usr/sbin/haproxy)")
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "marathon"
+LOCAL = "127.0.0.1"
+# Task addresses in apps.json -> the name of the local backend standing in for that task.
+# Tasks the bridge must filter out (staging, killing, failing health checks) all go to "trap".
+TASK_BACKENDS = {31001: "web-1", 31002: "web-2", 31010: "api", 31011: "api-admin",
+                 31030: "db", 31040: "cache"}
+INITIAL_CONFIG = ("global\n  maxconn 64\n\ndefaults\n  mode tcp\n  timeout connect 1s\n"
+                  "  timeout client 5s\n  timeout server 5s\n")
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((LOCAL, 0))
         return int(s.getsockname()[1])
 
 
-class Server:
-    """A threaded HTTP server on 127.0.0.1 whose answer the test can change."""
+class Threaded:
+    """A ThreadingHTTPServer on 127.0.0.1 in a daemon thread."""
 
-    def __init__(self, body: bytes = b"", status: int = 200) -> None:
-        self.body, self.status = body, status
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(outer.status)
-                self.send_header("Content-Length", str(len(outer.body)))
-                self.end_headers()
-                self.wfile.write(outer.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self.httpd = http.server.ThreadingHTTPServer((LOCAL, 0), handler)
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
-        self.thread.join()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> Iterator[dict]:
-    backends = {name: Server(f"backend-{name}".encode()) for name in ("a", "b", "c")}
-    ports = {"vhost": free_port(), "web": free_port(), "api": free_port()}
-    text = (REPO_ROOT / "tests/fixtures/marathon/apps.json").read_text()
-    text = text.replace("PORT_A", str(backends["a"].port)).replace("PORT_B", str(backends["b"].port))
-    doc = json.loads(text)
-    doc["apps"][0]["portDefinitions"][0]["port"] = ports["web"]
-    doc["apps"][1]["ports"] = [ports["api"]]
-    marathon = Server(json.dumps(doc).encode())  # stand-in for Marathon's /v2/apps
-    config = tmp_path / "haproxy.cfg"
-    config.write_text("global\n  maxconn 16\ndefaults\n  timeout connect 1s\n  timeout client 5s\n"
-                      "  timeout server 5s\n")
-    proc = subprocess.Popen([HAPROXY, "-W", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
-    # The master handles USR2 (reload) only once it runs a worker; before that USR2 kills it.
-    deadline = time.monotonic() + 10
-    while not Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().strip():
-        assert time.monotonic() < deadline, "haproxy started no worker"
-        assert proc.poll() is None, "haproxy exited at start"
+class Quiet(http.server.BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+def http_backend(name: str) -> Threaded:
+    """A task's stand-in: answers every GET with its name."""
+
+    class Handler(Quiet):
+        def do_GET(self) -> None:
+            body = name.encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Threaded(Handler)
+
+
+class MarathonStandIn:
+    """Stand-in for Marathon's HTTP API: /v2/apps replays a JSON body the test sets (or any
+    status/body, to play a broken Marathon); /v2/events is a text/event-stream the test
+    pushes events into, or 404 when `events_enabled` is False."""
+
+    def __init__(self, document: dict[str, Any], events_enabled: bool = True) -> None:
+        self.body = json.dumps(document).encode()
+        self.status = 200
+        self.events_enabled = events_enabled
+        self.apps_requests = 0
+        self.subscribers: list[queue.Queue[bytes | None]] = []
+        self.lock = threading.Lock()
+        stand_in = self
+
+        class Handler(Quiet):
+            def do_GET(self) -> None:
+                if self.path == "/v2/apps?embed=apps.tasks":
+                    stand_in.apps_requests += 1
+                    self._reply(stand_in.status, stand_in.body, "application/json")
+                elif self.path.startswith("/v2/events?") and stand_in.events_enabled:
+                    self._stream()
+                else:
+                    self._reply(404, b'{"message":"not found"}', "application/json")
+
+            def _reply(self, status: int, body: bytes, kind: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def _stream(self) -> None:
+                assert self.headers.get("Accept") == "text/event-stream"
+                events: queue.Queue[bytes | None] = queue.Queue()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                self.wfile.write(b'event: event_stream_attached\ndata: {"remoteAddress":"127.0.0.1"}\n\n')
+                self.wfile.flush()
+                with stand_in.lock:
+                    stand_in.subscribers.append(events)
+                try:
+                    while (chunk := events.get()) is not None:
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                except OSError:
+                    pass
+                finally:
+                    with stand_in.lock:
+                        stand_in.subscribers.remove(events)
+
+        self.server = Threaded(Handler)
+        self.url = f"http://{LOCAL}:{self.server.port}"
+
+    def set_document(self, document: dict[str, Any]) -> None:
+        self.body, self.status = json.dumps(document).encode(), 200
+
+    def push(self, event_type: str, data: dict[str, Any]) -> None:
+        chunk = f"event: {event_type}\ndata: {json.dumps(dict(data, eventType=event_type))}\n\n".encode()
+        with self.lock:
+            for events in self.subscribers:
+                events.put(chunk)
+
+    def stop(self) -> None:
+        with self.lock:
+            for events in self.subscribers:
+                events.put(None)
+        self.server.stop()
+
+
+def wait_for(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
         time.sleep(0.05)
-    args = argparse.Namespace(marathon=[f"http://127.0.0.1:{marathon.port}"], config=str(config),
-                              haproxy=HAPROXY, vhost_port=ports["vhost"], bind_address="127.0.0.1",
-                              reload_cmd=f"kill -USR2 {proc.pid}")
-    try:
-        yield {"args": args, "marathon": marathon, "doc": doc, "backends": backends, "ports": ports,
-               "config": config, "haproxy": proc}
-    finally:
-        proc.send_signal(signal.SIGTERM)
+
+
+def stop_pid(proc: subprocess.Popen[Any]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
         try:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        for server in (*backends.values(), marathon):
-            server.stop()
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
 
 
-def get(port: int, host: str | None = None, attempts: int = 40) -> str:
-    """GET through HAProxy, retrying while a reload settles (bounded)."""
-    last: Exception | None = None
-    for _ in range(attempts):
+def catches(proc: subprocess.Popen[Any], signum: int) -> bool:
+    """Whether the running process has a handler for `signum` (SigCgt in /proc/PID/status)."""
+    assert proc.poll() is None, f"process {proc.pid} exited with {proc.returncode}"
+    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
+    return False
+
+
+def get(port: int, host: str | None = None) -> tuple[int, str]:
+    """One GET through HAProxy: (status, body); (0, reason) when the connection fails."""
+    request = urllib.request.Request(f"http://{LOCAL}:{port}/")
+    if host:
+        request.add_header("Host", host)
+    try:
+        with urllib.request.urlopen(request, timeout=3) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+    except OSError as exc:
+        return 0, str(exc)
+
+
+def answers(port: int, host: str | None = None, count: int = 6) -> set[str]:
+    return {get(port, host)[1] for _ in range(count)}
+
+
+def routed(port: int, host: str | None, expected: set[str], timeout: float = 15.0) -> None:
+    """Wait until requests through HAProxy are answered by exactly `expected` (a reload settles)."""
+    seen: set[str] = set()
+
+    def check() -> bool:
+        nonlocal seen
+        seen = answers(port, host, count=2 * len(expected) + 2)
+        return seen == expected
+
+    try:
+        wait_for(f"{host or 'port'} {port} -> {sorted(expected)}", check, timeout)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last answers: {sorted(seen)}") from None
+
+
+class World:
+    """Local backends, the Marathon stand-in, and a real haproxy in master-worker mode."""
+
+    def __init__(self, tmp_path: Path, events_enabled: bool = True) -> None:
+        self.tmp = tmp_path
+        names = [*sorted(set(TASK_BACKENDS.values())), "web-3", "trap"]
+        self.backends = {name: http_backend(name) for name in names}
+        service_ports = (10001, 10002, 10003, 10004, 10005)
+        self.ports = {port: free_port() for port in service_ports}
+        self.vhost_port = free_port()
+        self.document = self.localize(json.loads((FIXTURES / "apps.json").read_text()))
+        self.marathon = MarathonStandIn(self.document, events_enabled)
+        self.config = tmp_path / "haproxy.cfg"
+        self.config.write_text(INITIAL_CONFIG)
+        self.reloads = tmp_path / "reloads"
+        with (tmp_path / "haproxy.log").open("w") as log:
+            self.haproxy = subprocess.Popen([HAPROXY, "-W", "-db", "-f", str(self.config)],
+                                            stdout=subprocess.DEVNULL, stderr=log)
+        # SIGUSR2 (reload) kills the master until it installs its handler, which happens some
+        # milliseconds after its first worker is forked: wait for the handler itself.
+        wait_for("haproxy's master to handle SIGUSR2", lambda: catches(self.haproxy, signal.SIGUSR2),
+                 timeout=10)
+        self.reload_cmd = f"sh -c 'echo reload >> {self.reloads} && kill -USR2 {self.haproxy.pid}'"
+
+    def localize(self, document: dict[str, Any]) -> dict[str, Any]:
+        """The fixture with every task on 127.0.0.1 and every service port a free high port."""
+        doc = copy.deepcopy(document)
+        for app in doc["apps"]:
+            for definition in app.get("portDefinitions") or []:
+                definition["port"] = self.ports[definition["port"]]
+            if "ports" in app:
+                app["ports"] = [self.ports[p] for p in app["ports"]]
+            for mapping in (app.get("container") or {}).get("docker", {}).get("portMappings", []):
+                mapping["servicePort"] = self.ports[mapping["servicePort"]]
+            for task in app.get("tasks", []):
+                task["host"] = LOCAL
+                task["ports"] = [self.backend_port(TASK_BACKENDS.get(p, "trap")) for p in task["ports"]]
+        return doc
+
+    def backend_port(self, name: str) -> int:
+        return self.backends[name].port
+
+    def args(self, **overrides: Any) -> Namespace:
+        settings = dict(marathon=[self.marathon.url], config=str(self.config), haproxy=HAPROXY,
+                        vhost_port=self.vhost_port, bind_address=LOCAL, reload_cmd=self.reload_cmd)
+        return Namespace(**dict(settings, **overrides))
+
+    def reload_count(self) -> int:
+        return len(self.reloads.read_text().splitlines()) if self.reloads.exists() else 0
+
+    def stop(self) -> None:
         try:
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/")
-            if host:
-                req.add_header("Host", host)
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                return resp.read().decode()
-        except OSError as exc:
-            last = exc
-            time.sleep(0.25)
-    raise AssertionError(f"no answer through haproxy on {port}: {last}")
+            stop_pid(self.haproxy)
+        finally:
+            self.marathon.stop()
+            for backend in self.backends.values():
+                backend.stop()
 
 
-def test_routes_by_host_header_and_by_service_port(world: dict) -> None:
-    assert sync_once(world["args"]) == "applied"
-    ports = world["ports"]
-    assert get(ports["vhost"], "web.example.test") == "backend-a"
-    assert get(ports["vhost"], "api2.example.test") == "backend-b"
-    assert get(ports["web"]) == "backend-a"
-    assert get(ports["api"]) == "backend-b"
-    assert sync_once(world["args"]) == "unchanged"
-    assert Path(f"{world['config']}.last-good").read_text() == world["config"].read_text()
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = World(tmp_path)
+    try:
+        yield w
+    finally:
+        w.stop()
 
 
-def test_malformed_or_missing_marathon_keeps_the_last_good_config(world: dict) -> None:
-    assert sync_once(world["args"]) == "applied"
-    good = world["config"].read_text()
-    world["marathon"].body = b'{"apps": [{"no-id": true}]}'
-    assert sync_once(world["args"]) == "kept"
-    world["marathon"].body = b"<html>502 Bad Gateway</html>"
-    assert sync_once(world["args"]) == "kept"
-    world["args"].marathon = [f"http://127.0.0.1:{free_port()}"]  # nothing listens there
-    assert sync_once(world["args"]) == "kept"
-    assert world["config"].read_text() == good
-    assert get(world["ports"]["vhost"], "web.example.test") == "backend-a"
+@pytest.fixture
+def start_bridge(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[Any], Path]]]:
+    """Runs `python -m kiln_bridge run` as the service would; stops it by PID afterwards."""
+    started: list[subprocess.Popen[Any]] = []
+
+    def start(world: World, *flags: str) -> tuple[subprocess.Popen[Any], Path]:
+        log = tmp_path / f"bridge-{len(started)}.log"
+        env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT),
+               "PYTHONDONTWRITEBYTECODE": "1", "KILN_BRIDGE_MARATHON_URLS": world.marathon.url,
+               "KILN_BRIDGE_VHOST_PORT": str(world.vhost_port)}
+        cmd = [sys.executable, "-m", "kiln_bridge", "run", "--config", str(world.config),
+               "--haproxy", HAPROXY, "--bind-address", LOCAL, "--reload-cmd", world.reload_cmd, *flags]
+        with log.open("w") as err:
+            proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err)
+        started.append(proc)
+        return proc, log
+
+    try:
+        yield start
+    finally:
+        for proc in started:
+            stop_pid(proc)
 
 
-def test_a_new_task_is_routed_after_the_reload(world: dict) -> None:
-    assert sync_once(world["args"]) == "applied"
-    doc = world["doc"]
-    doc["apps"][0]["tasks"] = [{"id": "web.3", "host": "127.0.0.1",
-                                "ports": [world["backends"]["c"].port], "state": "TASK_RUNNING"}]
-    world["marathon"].body = json.dumps(doc).encode()
-    assert sync_once(world["args"]) == "applied"
-    deadline = time.monotonic() + 10
-    answer = ""
-    while time.monotonic() < deadline and answer != "backend-c":
-        answer = get(world["ports"]["vhost"], "web.example.test")
-    assert answer == "backend-c"
+def new_web_task(world: World) -> dict[str, Any]:
+    doc = copy.deepcopy(world.document)
+    web = next(app for app in doc["apps"] if app["id"] == "/web")
+    web["tasks"].append({"id": "web.6c9a1b2e-0005", "appId": "/web", "host": LOCAL,
+                         "ports": [world.backend_port("web-3")], "state": "TASK_RUNNING",
+                         "healthCheckResults": [{"alive": True, "consecutiveFailures": 0}]})
+    return doc
+
+
+# --- haproxy -c ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("vhost_port", "bind"), [(80, "0.0.0.0"), (18080, "127.0.0.1"), (8080, "::")])
+def test_haproxy_check_accepts_the_rendered_configs(tmp_path: Path, vhost_port: int, bind: str) -> None:
+    for document in ((FIXTURES / "apps.json").read_bytes(), b'{"apps": []}'):
+        cfg = tmp_path / "candidate.cfg"
+        cfg.write_text(render(parse_body(document), vhost_port, bind))
+        done = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert "Configuration file is valid" in done.stdout
+        assert "WARNING" not in done.stderr and "ALERT" not in done.stderr, done.stderr
+
+
+def test_a_config_haproxy_rejects_is_not_installed(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "haproxy.cfg"
+    good = render(parse_body((FIXTURES / "apps.json").read_bytes()), 18080, LOCAL)
+    config.write_text(good)
+    reloads = tmp_path / "reloads"
+    applier = Applier(str(config), HAPROXY, f"sh -c 'echo reload >> {reloads}'")
+    broken = good.replace("  balance leastconn\n", "  balance by-magic\n", 1)
+    assert applier.apply(broken) == REJECTED
+    assert applier.apply(broken) == REJECTED  # the same candidate again: not re-logged
+    assert config.read_text() == good
+    assert not reloads.exists() and not (tmp_path / "haproxy.cfg.last-good").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["haproxy.cfg"], "candidate left behind"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith(f"kiln-haproxy-bridge: haproxy -c rejected the new config, keeping {config}: ")
+    assert "[ALERT]" in err and "balance only supports" in err, "haproxy's reason is logged"
+
+
+def test_a_failed_reload_is_retried_next_round(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config, flag, reloads = tmp_path / "haproxy.cfg", tmp_path / "failed-once", tmp_path / "reloads"
+    config.write_text(INITIAL_CONFIG)
+    # Fails the first time (as `systemctl reload` does while haproxy is down), then succeeds.
+    reload_cmd = f"sh -c 'if [ ! -e {flag} ]; then touch {flag}; exit 3; fi; echo reload >> {reloads}'"
+    applier = Applier(str(config), HAPROXY, reload_cmd)
+    text = render(parse_body(b'{"apps": []}'), 18080, LOCAL)
+    assert applier.apply(text) == "reload-failed"
+    assert config.read_text() == text, "the checked config is in place even though the reload failed"
+    assert applier.apply(text) == APPLIED
+    assert applier.apply(text) == UNCHANGED
+    assert reloads.read_text() == "reload\n"
+    assert "failed (exit 3), will retry" in capsys.readouterr().err
+
+
+# --- a real haproxy, driven by Syncer (one round at a time) ---------------------------------------
+
+
+def test_routes_by_host_header_and_by_service_port(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    dead = f"http://{LOCAL}:{free_port()}"  # first Marathon down: the next one is asked
+    syncer = Syncer(world.args(marathon=[dead, world.marathon.url]))
+    assert syncer.sync() == APPLIED
+    assert world.reload_count() == 1
+    assert Path(f"{world.config}.last-good").read_text() == world.config.read_text()
+    vhost = world.vhost_port
+    routed(vhost, "web.example.test", {"web-1", "web-2"})
+    routed(vhost, f"API2.example.test:{vhost}", {"api"})
+    routed(vhost, "api.example.test", {"api"})
+    assert get(vhost, "unknown.example.test")[0] == 503
+    routed(world.ports[10001], None, {"web-1", "web-2"})
+    routed(world.ports[10002], None, {"api"})
+    routed(world.ports[10003], None, {"api-admin"})
+    routed(world.ports[10004], None, {"db"})
+    routed(world.ports[10005], None, {"cache"})
+    # Unchanged apps: no rewrite, no reload.
+    stamp = world.config.stat().st_mtime_ns
+    assert syncer.sync() == UNCHANGED
+    assert world.config.stat().st_mtime_ns == stamp and world.reload_count() == 1
+    assert "trap" not in answers(vhost, "web.example.test", count=10)
+    err = capsys.readouterr().err
+    assert f"kiln-haproxy-bridge: wrote {world.config}\n" in err
+    assert "kiln-haproxy-bridge: reloaded haproxy (" in err
+
+
+@pytest.mark.parametrize("answer", [
+    (200, b"<html><body>Bad Gateway</body></html>"),
+    (200, b'{"apps": [{"id": "/web", "tasks": [{"host": "127.0.0.1", "ports": ["31001"]}]}]}'),
+    (200, b'{"message": "Leader election in progress"}'),
+    (503, b'{"message": "Could not determine the current leader"}'),
+], ids=["html", "bad-task", "no-apps", "http-503"])
+def test_a_bad_marathon_answer_keeps_the_last_good_config(world: World, answer: tuple[int, bytes],
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    syncer = Syncer(world.args())
+    assert syncer.sync() == APPLIED
+    good, stamp = world.config.read_text(), world.config.stat().st_mtime_ns
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+    world.marathon.status, world.marathon.body = answer
+    assert syncer.sync() == "kept"
+    assert syncer.sync() == "kept"
+    assert world.config.read_text() == good and world.config.stat().st_mtime_ns == stamp
+    assert Path(f"{world.config}.last-good").read_text() == good
+    assert world.reload_count() == 1
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+    routed(world.ports[10002], None, {"api"})
+    problems = [line for line in capsys.readouterr().err.splitlines() if "keeping the current config" in line]
+    assert len(problems) == 1, "a repeated problem is logged once"
+    assert problems[0].startswith("kiln-haproxy-bridge: ")
+
+
+def test_an_unreachable_marathon_keeps_the_last_good_config(world: World,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    syncer = Syncer(world.args())
+    assert syncer.sync() == APPLIED
+    good = world.config.read_text()
+    world.marathon.stop()  # Marathon goes away: connection refused from now on
+    assert syncer.sync() == "kept"
+    assert world.config.read_text() == good and world.reload_count() == 1
+    routed(world.vhost_port, "api.example.test", {"api"})
+    routed(world.ports[10001], None, {"web-1", "web-2"})
+    assert f"kiln-haproxy-bridge: no Marathon reachable, keeping the current config: {world.marathon.url}: " \
+        in capsys.readouterr().err
+
+
+def test_a_new_task_is_written_reloaded_and_gets_traffic(world: World) -> None:
+    syncer = Syncer(world.args())
+    assert syncer.sync() == APPLIED
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+    world.marathon.set_document(new_web_task(world))
+    assert syncer.sync() == APPLIED
+    assert world.reload_count() == 2
+    assert f"127.0.0.1:{world.backend_port('web-3')} check" in world.config.read_text()
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2", "web-3"})
+    routed(world.ports[10001], None, {"web-1", "web-2", "web-3"})
+    routed(world.vhost_port, "api.example.test", {"api"})
+
+
+# --- the service loop: `python -m kiln_bridge run` -----------------------------------------------
+
+
+def test_run_follows_marathon_events(world: World, start_bridge: Callable[..., Any]) -> None:
+    # A poll interval far beyond the test: only the event stream can make it re-sync in time.
+    proc, log = start_bridge(world, "--poll", "600")
+    wait_for("the bridge's first config", lambda: world.reload_count() == 1)
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+    wait_for("the bridge to attach to /v2/events", lambda: bool(world.marathon.subscribers))
+    requests_before = world.marathon.apps_requests
+    world.marathon.set_document(new_web_task(world))
+    world.marathon.push("status_update_event", {"appId": "/web", "taskStatus": "TASK_RUNNING"})
+    wait_for("a reload after the event", lambda: world.reload_count() == 2, timeout=10)
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2", "web-3"})
+    # Events that do not change routing cause no fetch.
+    fetched = world.marathon.apps_requests
+    assert fetched > requests_before
+    world.marathon.push("framework_message_event", {})
+    time.sleep(1.0)
+    assert world.marathon.apps_requests == fetched
+    assert proc.poll() is None
+    text = log.read_text()
+    assert f"kiln-haproxy-bridge: following Marathon's event stream at {world.marathon.url}\n" in text
+    assert all(line.startswith("kiln-haproxy-bridge: ") for line in text.splitlines())
+
+
+def test_run_polls_when_marathon_has_no_event_stream(tmp_path: Path,
+                                                      start_bridge: Callable[..., Any]) -> None:
+    world = World(tmp_path, events_enabled=False)
+    try:
+        proc, log = start_bridge(world, "--poll", "0.5")
+        wait_for("the bridge's first config", lambda: world.reload_count() == 1)
+        routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+        world.marathon.set_document(new_web_task(world))
+        wait_for("a reload after a poll", lambda: world.reload_count() == 2, timeout=10)
+        routed(world.vhost_port, "web.example.test", {"web-1", "web-2", "web-3"})
+        time.sleep(1.5)
+        assert world.reload_count() == 2, "an unchanged config is not reloaded on every poll"
+        assert proc.poll() is None
+        assert "event stream unavailable, polling only" in log.read_text()
+        stop_pid(proc)
+        assert proc.returncode == 0, "SIGTERM ends the service cleanly"
+        leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".haproxy.cfg."))
+        assert leftovers == []
+    finally:
+        world.stop()

@@ -1,89 +1,399 @@
-"""The Marathon -> HAProxy bridge's parsing and rendering (Marathon's /v2/apps JSON comes
-from tests/fixtures/marathon/, a stand-in for a live Marathon)."""
+"""kiln_bridge: parsing Marathon's /v2/apps?embed=apps.tasks and rendering haproxy.cfg.
+
+Marathon itself cannot run here; tests/fixtures/marathon/apps.json is a stand-in for its
+answer, written after Marathon's documented app and task JSON (both the portDefinitions of
+Marathon >= 0.16 and the older `ports`, plus a Docker BRIDGE app's portMappings).
+"""
 
 from __future__ import annotations
 
 import ast
+import copy
+import glob
 import json
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kiln.paths import REPO_ROOT
-from kiln_bridge.bridge import BadResponse, parse_apps, render
+from kiln_bridge.cli import main
+from kiln_bridge.marathon import SYNC_EVENTS, event_type, events_url, read_events
+from kiln_bridge.model import App, BadResponse, Task, parse_apps, parse_body
+from kiln_bridge.render import render
 
-FIXTURE = REPO_ROOT / "tests" / "fixtures" / "marathon" / "apps.json"
+FIXTURES = REPO_ROOT / "tests" / "fixtures" / "marathon"
+APPS_JSON = FIXTURES / "apps.json"
+
+EXPECTED = """\
+# Written by kiln-haproxy-bridge from Marathon's apps; local edits are overwritten.
+global
+  maxconn 4096
+
+defaults
+  mode tcp
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  # An agent name that does not resolve disables that one server instead of failing the config.
+  default-server init-addr libc,none
+
+frontend vhosts
+  bind 0.0.0.0:80
+  mode http
+  timeout http-request 10s
+  acl vhost_api_v1 hdr(host),field(1,:) -i api.example.test api2.example.test
+  use_backend vhost_api_v1 if vhost_api_v1
+  acl vhost_web hdr(host),field(1,:) -i web.example.test
+  use_backend vhost_web if vhost_web
+
+backend vhost_api_v1
+  mode http
+  balance roundrobin
+  option forwardfor
+  server 10.0.0.11:31010 10.0.0.11:31010 check
+
+backend vhost_web
+  mode http
+  balance roundrobin
+  option forwardfor
+  server 10.0.0.11:31001 10.0.0.11:31001 check
+  server 10.0.0.12:31002 10.0.0.12:31002 check
+
+listen tcp_api_v1_10002
+  bind 0.0.0.0:10002
+  mode tcp
+  balance leastconn
+  server 10.0.0.11:31010 10.0.0.11:31010 check
+
+listen tcp_api_v1_10003
+  bind 0.0.0.0:10003
+  mode tcp
+  balance leastconn
+  server 10.0.0.11:31011 10.0.0.11:31011 check
+
+listen tcp_cache_10005
+  bind 0.0.0.0:10005
+  mode tcp
+  balance leastconn
+  server 10.0.0.14:31040 10.0.0.14:31040 check
+
+listen tcp_db_10004
+  bind 0.0.0.0:10004
+  mode tcp
+  balance leastconn
+  server 10.0.0.12:31030 10.0.0.12:31030 check
+
+listen tcp_web_10001
+  bind 0.0.0.0:10001
+  mode tcp
+  balance leastconn
+  server 10.0.0.11:31001 10.0.0.11:31001 check
+  server 10.0.0.12:31002 10.0.0.12:31002 check
+"""
 
 
-def fixture(port_a: int = 18081, port_b: int = 18082) -> dict:
-    text = FIXTURE.read_text().replace("PORT_A", str(port_a)).replace("PORT_B", str(port_b))
-    return json.loads(text)
+def fixture() -> dict[str, Any]:
+    return json.loads(APPS_JSON.read_text())
 
 
-def test_renders_tcp_listeners_and_vhost_routing_exactly() -> None:
-    cfg = render(parse_apps(fixture()), vhost_port=80, bind="0.0.0.0")
-    body = cfg.split("\n\n", 2)[2]
-    assert body == (
-        "frontend kiln_vhosts\n"
-        "  bind 0.0.0.0:80\n"
-        "  mode http\n"
-        "  acl host_api_v1 hdr(host),field(1,:) -i api.example.test api2.example.test\n"
-        "  use_backend vhost_api_v1 if host_api_v1\n"
-        "  acl host_web hdr(host),field(1,:) -i web.example.test\n"
-        "  use_backend vhost_web if host_web\n"
-        "\n"
-        "backend vhost_api_v1\n  mode http\n  balance roundrobin\n"
-        "  server api_v1_0 127.0.0.1:18082 check\n\n"
-        "backend vhost_web\n  mode http\n  balance roundrobin\n"
-        "  server web_0 127.0.0.1:18081 check\n\n"
-        "listen api_v1_10002\n  bind 0.0.0.0:10002\n  mode tcp\n  balance leastconn\n"
-        "  server api_v1_10002_0 127.0.0.1:18082 check\n\n"
-        "listen web_10001\n  bind 0.0.0.0:10001\n  mode tcp\n  balance leastconn\n"
-        "  server web_10001_0 127.0.0.1:18081 check\n"
-    )
+def by_id(document: dict[str, Any]) -> dict[str, App]:
+    return {app.app_id: app for app in parse_apps(document)}
 
 
-def test_staging_and_unhealthy_tasks_get_no_traffic() -> None:
-    apps = {a.app_id: a for a in parse_apps(fixture())}
-    assert apps["/web"].tasks == (("127.0.0.1", (18081,)),)
-    assert apps["/api/v1"].tasks == (("127.0.0.1", (18082,)),)
+# --- rendering ---------------------------------------------------------------------------------
 
 
-def test_rendering_is_deterministic_whatever_the_order() -> None:
+def test_renders_service_port_listeners_and_vhost_routing_exactly() -> None:
+    assert render(parse_apps(fixture())) == EXPECTED
+
+
+def test_vhost_port_and_bind_address_are_used_everywhere() -> None:
+    text = render(parse_apps(fixture()), vhost_port=18080, bind="127.0.0.1")
+    binds = [line.strip() for line in text.splitlines() if line.strip().startswith("bind ")]
+    assert binds == ["bind 127.0.0.1:18080", "bind 127.0.0.1:10002", "bind 127.0.0.1:10003",
+                     "bind 127.0.0.1:10005", "bind 127.0.0.1:10004", "bind 127.0.0.1:10001"]
+
+
+def test_rendering_is_deterministic_whatever_the_order_marathon_answers_in() -> None:
     doc = fixture()
-    reversed_doc = {"apps": list(reversed(doc["apps"]))}
-    assert render(parse_apps(doc)) == render(parse_apps(reversed_doc))
+    shuffled = copy.deepcopy(doc)
+    shuffled["apps"].reverse()
+    for app in shuffled["apps"]:
+        app.get("tasks", []).reverse()
+    labels = shuffled["apps"][3]["labels"]  # /api/v1 after the reverse
+    labels["HAPROXY_0_VHOST"] = "API2.example.test ,api.example.test,api.example.test"
+    assert render(parse_apps(shuffled)) == render(parse_apps(doc)) == EXPECTED
 
 
-@pytest.mark.parametrize("document, message", [
-    ("not a dict", "expected an object with an 'apps' list"),
-    ({"apps": "x"}, "expected an object with an 'apps' list"),
-    ({"apps": [{"ports": [1]}]}, "string 'id'"),
-    ({"apps": [{"id": "/a", "ports": ["80"]}]}, "service ports must be integers"),
-    ({"apps": [{"id": "/a", "labels": {"HAPROXY_0_VHOST": "bad host!"}}]}, "bad HAPROXY_0_VHOST"),
-    ({"apps": [{"id": "/a", "tasks": [{"host": "h", "ports": [0]}]}]}, "ports must be integers 1-65535"),
+def test_no_apps_still_gives_a_vhost_frontend_that_answers_503() -> None:
+    text = render(parse_apps({"apps": []}), vhost_port=8088)
+    assert text.endswith("frontend vhosts\n  bind 0.0.0.0:8088\n  mode http\n  timeout http-request 10s\n")
+    assert "backend" not in text and "listen" not in text
+
+
+def test_an_app_without_running_tasks_keeps_its_listener_with_no_server() -> None:
+    doc = {"apps": [{"id": "/idle", "portDefinitions": [{"port": 10009}], "tasks": [
+        {"host": "10.0.0.1", "ports": [31000], "state": "TASK_STAGING"}]}]}
+    assert render(parse_apps(doc)).endswith(
+        "listen tcp_idle_10009\n  bind 0.0.0.0:10009\n  mode tcp\n  balance leastconn\n")
+
+
+def test_a_service_port_on_the_vhost_port_is_refused() -> None:
+    doc = {"apps": [{"id": "/web", "ports": [80]}]}
+    with pytest.raises(BadResponse, match="service port 80 of /web is the vhost port"):
+        render(parse_apps(doc), vhost_port=80)
+    assert "bind 0.0.0.0:80\n" in render(parse_apps(doc), vhost_port=8080)
+
+
+# --- filtering ---------------------------------------------------------------------------------
+
+
+def test_only_running_and_healthy_tasks_get_traffic() -> None:
+    apps = by_id(fixture())
+    # web: staging task and the one failing its health check are left out
+    assert apps["/web"].tasks == (Task("10.0.0.11", (31001,)), Task("10.0.0.12", (31002,)))
+    # api (no `state`, as older Marathon): one of two health checks failing is enough to drop it
+    assert apps["/api/v1"].tasks == (Task("10.0.0.11", (31010, 31011)),)
+    # db: TASK_KILLING is not running
+    assert apps["/db"].tasks == (Task("10.0.0.12", (31030,)),)
+    assert apps["/batch/report"] == App("/batch/report", (), (), ())
+
+
+@pytest.mark.parametrize("state", ["TASK_STAGING", "TASK_STARTING", "TASK_KILLING", "TASK_LOST",
+                                   "TASK_UNREACHABLE", "TASK_FINISHED", "TASK_FAILED"])
+def test_tasks_in_any_other_state_are_skipped(state: str) -> None:
+    doc = {"apps": [{"id": "/a", "ports": [10001], "tasks": [
+        {"host": "10.0.0.1", "ports": [31000], "state": state},
+        {"host": "10.0.0.2", "ports": [31000], "state": "TASK_RUNNING"}]}]}
+    assert by_id(doc)["/a"].tasks == (Task("10.0.0.2", (31000,)),)
+
+
+def test_tasks_without_health_results_are_taken_as_healthy() -> None:
+    doc = {"apps": [{"id": "/a", "ports": [10001], "tasks": [
+        {"host": "10.0.0.1", "ports": [31000], "healthCheckResults": []},
+        {"host": "10.0.0.2", "ports": [31000]}]}]}
+    assert len(by_id(doc)["/a"].tasks) == 2
+
+
+# --- where service ports come from --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app", [
+    {"portDefinitions": [{"port": 10001}, {"port": 10002}], "ports": [1, 2]},
+    {"ports": [10001, 10002]},
+    {"portDefinitions": [], "container": {"docker": {"portMappings": [
+        {"containerPort": 80, "servicePort": 10001}, {"containerPort": 81, "servicePort": 10002}]}}},
+    {"container": {"type": "DOCKER", "portMappings": [
+        {"containerPort": 80, "servicePort": 10001}, {"containerPort": 81, "servicePort": 10002}]}},
+], ids=["portDefinitions", "ports", "docker.portMappings", "container.portMappings"])
+def test_service_port_sources(app: dict[str, Any]) -> None:
+    doc = {"apps": [dict(app, id="/a", tasks=[{"host": "h1", "ports": [31000, 31001]}])]}
+    text = render(parse_apps(doc))
+    assert "listen tcp_a_10001\n  bind 0.0.0.0:10001\n  mode tcp\n  balance leastconn\n" \
+           "  server h1:31000 h1:31000 check\n" in text
+    assert "listen tcp_a_10002\n  bind 0.0.0.0:10002\n  mode tcp\n  balance leastconn\n" \
+           "  server h1:31001 h1:31001 check\n" in text
+
+
+def test_a_zero_service_port_gets_no_listener_and_keeps_the_task_port_index() -> None:
+    doc = {"apps": [{"id": "/a", "portDefinitions": [{"port": 0}, {"port": 10002}],
+                     "tasks": [{"host": "h1", "ports": [31000, 31001]}, {"host": "h2", "ports": [31005]}]}]}
+    text = render(parse_apps(doc))
+    assert "listen tcp_a_0" not in text
+    # h2 has no second port, so it serves nothing on the second service port
+    assert text.endswith("listen tcp_a_10002\n  bind 0.0.0.0:10002\n  mode tcp\n  balance leastconn\n"
+                         "  server h1:31001 h1:31001 check\n")
+
+
+def test_vhost_backend_uses_port_index_zero() -> None:
+    doc = {"apps": [{"id": "/a", "labels": {"HAPROXY_0_VHOST": "a.test"},
+                     "tasks": [{"host": "h1", "ports": [31000, 31001]}, {"host": "h2", "ports": []}]}]}
+    text = render(parse_apps(doc))
+    assert text.endswith("backend vhost_a\n  mode http\n  balance roundrobin\n  option forwardfor\n"
+                         "  server h1:31000 h1:31000 check\n")
+
+
+# --- malformed answers ---------------------------------------------------------------------------
+
+
+def app(**fields: Any) -> dict[str, Any]:
+    return {"apps": [dict({"id": "/a"}, **fields)]}
+
+
+@pytest.mark.parametrize(("document", "message"), [
+    ([], "expected a JSON object with an 'apps' list"),
+    ({}, "expected a JSON object with an 'apps' list"),
+    ({"apps": {"id": "/a"}}, "expected a JSON object with an 'apps' list"),
+    ({"message": "Leader election in progress"}, "'apps' list"),
+    ({"apps": ["/a"]}, r"apps\[0\] must be an object"),
+    ({"apps": [{"ports": [1]}]}, r"apps\[0\]\.id must be a Marathon app id"),
+    (app(id="/Web"), "must be a Marathon app id"),
+    (app(id="/a_b"), "must be a Marathon app id"),
+    (app(id="/a//b"), "must be a Marathon app id"),
+    (app(id="/a b"), "must be a Marathon app id"),
+    ({"apps": [{"id": "/a"}, {"id": "a"}]}, "app id /a occurs twice"),
+    (app(ports=["10001"]), r"\.ports must be a list of integers 0-65535"),
+    (app(ports=[True]), r"\.ports must be a list of integers"),
+    (app(ports=[70000]), r"\.ports must be a list of integers"),
+    (app(ports=10001), r"\.ports must be a list of integers"),
+    (app(portDefinitions={"port": 1}), r"portDefinitions must be a list of objects"),
+    (app(portDefinitions=[{"port": -1}]), r"portDefinitions\[\]\.port must be"),
+    (app(container="docker"), "container must be an object"),
+    (app(container={"docker": {"portMappings": [{"servicePort": "x"}]}}), "servicePort must be"),
+    ({"apps": [{"id": "/a", "ports": [10001]}, {"id": "/b", "portDefinitions": [{"port": 10001}]}]},
+     "service port 10001 belongs to both /a and /b"),
+    (app(labels=["HAPROXY_0_VHOST"]), "labels must be an object of strings"),
+    (app(labels={"HAPROXY_0_VHOST": 1}), "labels must be an object of strings"),
+    (app(labels={"HAPROXY_0_VHOST": "bad host!"}), "HAPROXY_0_VHOST holds 'bad host!'"),
+    (app(labels={"HAPROXY_0_VHOST": "a.test if TRUE"}), "is not a host name"),
+    (app(tasks={"host": "h"}), r"tasks must be a list of objects"),
+    (app(tasks=[{"ports": [31000]}]), r"tasks\[0\]\.host must be a host name"),
+    (app(tasks=[{"host": "10.0.0.1 backup", "ports": [31000]}]), r"\.host must be a host name"),
+    (app(tasks=[{"host": "h", "ports": [0]}]), r"tasks\[0\]\.ports must be a list of integers 1-65535"),
+    (app(tasks=[{"host": "h", "ports": "31000"}]), r"tasks\[0\]\.ports must be"),
+    (app(tasks=[{"host": "h", "state": 1}]), r"tasks\[0\]\.state must be a string"),
+    (app(tasks=[{"host": "h", "healthCheckResults": {"alive": True}}]), "healthCheckResults must be a list"),
+    (app(tasks=[{"host": "h", "healthCheckResults": [{"alive": "yes"}]}]), "alive must be true or false"),
 ])
 def test_malformed_documents_are_rejected(document: object, message: str) -> None:
     with pytest.raises(BadResponse, match=message):
         parse_apps(document)
 
 
-def test_bridge_code_runs_on_python_3_9() -> None:
-    for path in (REPO_ROOT / "kiln_bridge").glob("*.py"):
+@pytest.mark.parametrize(("body", "message"), [
+    (b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
+    (b"", "not JSON"),
+    (b'{"apps": [', "not JSON"),
+    (b"\xff\xfe", "not JSON"),
+    (b"null", "'apps' list"),
+])
+def test_bodies_that_are_not_an_apps_document_are_rejected(body: bytes, message: str) -> None:
+    with pytest.raises(BadResponse, match=message):
+        parse_body(body)
+
+
+def test_a_single_bad_app_rejects_the_whole_answer() -> None:
+    doc = fixture()
+    doc["apps"][2]["tasks"][0]["ports"] = [None]
+    with pytest.raises(BadResponse, match=r"apps\[2\] \(/db\)\.tasks\[0\]\.ports"):
+        parse_apps(doc)
+
+
+# --- Marathon's event stream (text/event-stream framing) ----------------------------------------
+
+
+def test_event_stream_parsing() -> None:
+    stream = [
+        b"event: event_stream_attached\r\n", b'data: {"remoteAddress":"10.0.0.5"}\r\n', b"\r\n",
+        b": keep-alive comment\n", b"\n",
+        b"event: status_update_event\n", b'data: {"eventType":"status_update_event",\n',
+        b'data: "taskStatus":"TASK_RUNNING"}\n', b"\n",
+        b'data: {"eventType":"health_status_changed_event","alive":false}\n', b"\n",
+        b"event: deployment_info\n", b"data:{}\n", b"\n",
+        b"event: truncated_at_end\n",
+    ]
+    events = list(read_events(stream))
+    assert events == [
+        ("event_stream_attached", '{"remoteAddress":"10.0.0.5"}'),
+        ("status_update_event", '{"eventType":"status_update_event",\n"taskStatus":"TASK_RUNNING"}'),
+        ("message", '{"eventType":"health_status_changed_event","alive":false}'),
+        ("deployment_info", "{}"),
+    ]
+    kinds = [event_type(name, data) for name, data in events]
+    assert kinds == ["event_stream_attached", "status_update_event", "health_status_changed_event",
+                     "deployment_info"]
+    assert [k in SYNC_EVENTS for k in kinds] == [False, True, True, False]
+
+
+def test_events_url_asks_for_the_events_that_matter() -> None:
+    url = events_url("http://10.0.0.1:8080/")
+    assert url.startswith("http://10.0.0.1:8080/v2/events?event_type=event_stream_attached&")
+    for kind in ("status_update_event", "api_post_event", "health_status_changed_event"):
+        assert f"event_type={kind}" in url
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_render_command_prints_the_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--from-file", str(APPS_JSON)], env={}) == 0
+    assert capsys.readouterr().out == EXPECTED
+
+
+def test_render_command_takes_the_vhost_port_from_env_unless_flagged(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["render", "--from-file", str(APPS_JSON)], env={"KILN_BRIDGE_VHOST_PORT": "8081"}) == 0
+    assert "  bind 0.0.0.0:8081\n  mode http\n" in capsys.readouterr().out
+    assert main(["render", "--from-file", str(APPS_JSON), "--vhost-port", "8082"],
+                env={"KILN_BRIDGE_VHOST_PORT": "8081"}) == 0
+    assert "  bind 0.0.0.0:8082\n  mode http\n" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["run"], {}, "no Marathon URL: pass --marathon or set KILN_BRIDGE_MARATHON_URLS"),
+    (["run"], {"KILN_BRIDGE_MARATHON_URLS": " , "},
+     "no Marathon URL: pass --marathon or set KILN_BRIDGE_MARATHON_URLS"),
+    (["run", "--marathon", "10.0.0.1:8080"], {},
+     "Marathon URL '10.0.0.1:8080' must start with http:// or https://"),
+    (["run"], {"KILN_BRIDGE_MARATHON_URLS": "http://m:8080", "KILN_BRIDGE_POLL_SECONDS": "soon"},
+     "KILN_BRIDGE_POLL_SECONDS='soon' is not a valid poll"),
+    (["run", "--marathon", "http://m", "--poll", "0"], {}, "--poll='0' is not a valid poll"),
+    (["run", "--marathon", "http://m"], {"KILN_BRIDGE_VHOST_PORT": "70000"},
+     "KILN_BRIDGE_VHOST_PORT='70000' is not a valid vhost port"),
+    (["render", "--from-file", "x", "--bind-address", "localhost"], {},
+     "--bind-address='localhost' is not a valid bind address"),
+])
+def test_bad_settings_exit_2_with_one_line(argv: list[str], env: dict[str, str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv, env=env) == 2
+    err = capsys.readouterr().err
+    assert err == f"kiln-haproxy-bridge: {message}\n"
+
+
+def test_render_command_rejects_a_malformed_file(tmp_path: Path) -> None:
+    bad = tmp_path / "apps.json"
+    bad.write_text('{"apps": [{"id": "/a", "tasks": [{"host": "h", "ports": [0]}]}]}')
+    done = subprocess.run([sys.executable, "-m", "kiln_bridge", "render", "--from-file", str(bad)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"kiln-haproxy-bridge: cannot render {bad}: apps[0] (/a).tasks[0].ports")
+
+
+# --- Python 3.9, the oldest python3 on the images -------------------------------------------------
+
+
+def test_bridge_source_is_python_3_9_syntax() -> None:
+    for path in sorted((REPO_ROOT / "kiln_bridge").glob("*.py")):
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
 
 
-def test_render_cli(tmp_path: Path) -> None:
-    import subprocess
-    import sys
+def python39() -> str | None:
+    """A real 3.9 interpreter (pyenv shims on PATH may name one that is not selected)."""
+    candidates = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.9*/bin/python3.9")))
+    probe = "import sys; assert sys.version_info[:2] == (3, 9)"
+    for candidate in [*candidates, shutil.which("python3.9")]:
+        if candidate and subprocess.run([candidate, "-c", probe], capture_output=True,
+                                        check=False).returncode == 0:
+            return candidate
+    return None
 
-    doc = tmp_path / "apps.json"
-    doc.write_text(json.dumps(fixture()))
-    out = subprocess.run([sys.executable, "-m", "kiln_bridge", "render", "--from-file", str(doc)],
-                         capture_output=True, text=True, cwd=REPO_ROOT)
-    assert out.returncode == 0
-    assert "listen web_10001" in out.stdout
-    doc.write_text("{}")
-    bad = subprocess.run([sys.executable, "-m", "kiln_bridge", "render", "--from-file", str(doc)],
-                         capture_output=True, text=True, cwd=REPO_ROOT)
-    assert bad.returncode == 2 and "cannot render" in bad.stderr
+
+@pytest.mark.skipif(python39() is None, reason="no python3.9 interpreter on PATH or under ~/.pyenv")
+def test_bridge_runs_on_python_3_9(tmp_path: Path) -> None:
+    interpreter = python39()
+    assert interpreter
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT), "PYTHONDONTWRITEBYTECODE": "1"}
+    done = subprocess.run([interpreter, "-m", "kiln_bridge", "render", "--from-file", str(APPS_JSON)],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == EXPECTED
+    imports = "import kiln_bridge.apply, kiln_bridge.cli, kiln_bridge.marathon; print('ok')"
+    done = subprocess.run([interpreter, "-c", imports], capture_output=True, text=True, cwd=tmp_path,
+                          env=env, check=False)
+    assert done.stdout == "ok\n", done.stderr
