@@ -1,40 +1,75 @@
-"""Build a bootable base qcow2 for targets with no downloadable image (debian-12), offline,
-from the distribution's apt mirror with mmdebstrap.
+"""A bootable base qcow2 for targets that have no downloadable image (debian-12), built
+offline from the distribution's apt mirror with mmdebstrap.
 
-The image holds just enough for Packer: a kernel, systemd, sshd, sudo, python3 and the
-build user with kiln's key. It is cached next to a fingerprint of its inputs (suite,
-mirror, packages, recipe version, user and key): a second call with the same inputs
-returns at once. Everything is built in a temp dir and renamed into place on success;
-mounts and loop devices are released whatever happens.
+The image holds what Packer needs and no more: the cloud kernel, systemd, sshd, sudo,
+python3, DHCP on eth0, and the build user with kiln's public key (no other key, no
+password). Recipe (see docs in /work/shared/RECIPES.md): mmdebstrap minbase → MBR on a raw
+file (sfdisk) → the partition loop-mounted by offset (no partition device nodes appear on
+these hosts) → ext4 labelled root → configure → extlinux → qcow2.
+
+eth0 is configured by ifupdown, not by a systemd-networkd catch-all. Vagrant's Debian guest
+plugin writes private_network settings through networkd when networkd is active (the
+qemu-kvm component enables it for br0) and into /etc/network/interfaces otherwise; ifupdown
+on eth0 works with both paths, and networkd without a catch-all .network leaves eth0 alone,
+so the "99-dhcp.network must sort after 50-vagrant-eth1.network" pitfall cannot happen.
+
+The root file system grows to the disk's size at boot (kiln-growroot.service), because
+Packer (disk_size) and Vagrant resize the image file, not the partition inside it.
+
+The image is cached next to a fingerprint of its inputs (recipe version, suite, apt sources,
+packages, user, public key): a second call with the same inputs returns at once. It is
+built in a temp dir under the output's directory, under a lock, and renamed into place only
+when complete; mounts and loop devices are released whatever happens (errors, Ctrl-C,
+SIGTERM), and those left by a killed build are released by the next one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from kiln.errors import UserError
+from kiln.errors import Interrupted, StepFailed, UserError
 from kiln.keys import ensure_build_key
-from kiln.paths import user_cache
 from kiln.runner import run, which
 
-RECIPE_VERSION = 4
-DISK_SIZE = "4G"
-PART_OFFSET = 2048 * 512
+RECIPE_VERSION = 5
+DISK_MB = 4096
+PART_START = 2048  # sectors of 512 bytes: the usual 1 MiB alignment
+HOSTNAME = "kiln"
 PACKAGES = (
     "linux-image-cloud-amd64", "systemd-sysv", "openssh-server", "sudo", "python3", "udev", "kmod",
     "iproute2", "ca-certificates", "netbase", "ifupdown", "isc-dhcp-client", "extlinux",
-    "initramfs-tools", "curl", "gnupg", "procps", "less", "dbus",
+    "initramfs-tools", "curl", "gnupg",
+    # Vagrant sets the hostname with hostnamectl, which needs the system bus.
+    "dbus",
+    # ps/pgrep for provisioning scripts; growpart for kiln-growroot.service.
+    "procps", "cloud-guest-utils",
 )
-TOOLS_HINT = "apt-get install mmdebstrap fdisk extlinux syslinux-common qemu-utils"
+TOOLS = {
+    "mmdebstrap": "mmdebstrap", "sfdisk": "fdisk", "losetup": "mount", "mount": "mount",
+    "umount": "mount", "mkfs.ext4": "e2fsprogs", "extlinux": "extlinux", "qemu-img": "qemu-utils",
+    "chroot": "coreutils", "truncate": "coreutils", "dd": "coreutils", "tar": "tar",
+}
+MBR_CANDIDATES = (Path("/usr/lib/EXTLINUX/mbr.bin"), Path("/usr/lib/syslinux/mbr/mbr.bin"))
+USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+QCOW2_MAGIC = b"QFI\xfb"
+WORK_PREFIX = ".build-"
+
+Reporter = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -42,52 +77,237 @@ class BaseImage:
     path: Path
     fingerprint: str
     cached: bool
-    seconds: dict[str, float]
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage, plus "total"
+    size_bytes: int = 0
 
 
-def fingerprint(suite: str, mirror: str, user: str, public_key: str) -> str:
-    data = json.dumps({"recipe": RECIPE_VERSION, "suite": suite, "mirror": mirror,
-                       "packages": sorted(PACKAGES), "user": user, "key": public_key}, sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()
+def apt_sources(suite: str, mirror: str) -> list[str]:
+    """One-line apt sources for the base: the suite and its -updates from `mirror`, plus
+    security updates where their location is known (Debian's CDN serves both trees)."""
+    mirror = mirror.rstrip("/")
+    lines = [f"deb {mirror} {suite} main", f"deb {mirror} {suite}-updates main"]
+    parts = urlsplit(mirror)
+    if parts.hostname == "deb.debian.org" and parts.path.rstrip("/") == "/debian":
+        lines.append(f"deb {parts.scheme}://deb.debian.org/debian-security {suite}-security main")
+    return lines
 
 
-class _Stages:
-    def __init__(self, name: str, report: Callable[[str], None]) -> None:
-        self.name, self.report, self.seconds = name, report, {}  # type: ignore[var-annotated]
-        self.started = time.monotonic()
-
-    def __call__(self, stage: str, func: Callable[[], Any]) -> Any:
-        t0 = time.monotonic()
-        result = func()
-        took = time.monotonic() - t0
-        self.seconds[stage] = round(took, 1)
-        self.report(f"==> base {self.name}: {stage} ({took:.1f}s)")
-        return result
+def fingerprint(*, suite: str, mirror: str, user: str, public_key: str,
+                packages: tuple[str, ...] = PACKAGES) -> str:
+    key = " ".join(public_key.split()[:2])  # the key itself, not its comment
+    data = {"recipe": RECIPE_VERSION, "suite": suite, "sources": apt_sources(suite, mirror),
+            "packages": sorted(packages), "user": user, "key": key, "disk_mb": DISK_MB,
+            "hostname": HOSTNAME}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def shared_cache() -> Path:
-    """Base images outlive a checkout (CI clones afresh): keep them per machine too."""
-    return user_cache() / "base"
+def image_path(target_cfg: dict[str, Any], build_dir: Path) -> Path:
+    """targets.<name>.base.path, relative to the repository root (build/'s parent)."""
+    path = Path(target_cfg["base"]["path"])
+    return path if path.is_absolute() else build_dir.parent / path
 
 
-def _link_or_copy(src: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
+def stamp_path(image: Path) -> Path:
+    return image.with_name(f"{image.name}.fingerprint")
+
+
+def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *, force: bool = False,
+               log: Path | None = None, report: Reporter | None = None) -> BaseImage:
+    """Build (or reuse) the base image of `target_name`; see the module docstring."""
+    say = report or _print
+    base_cfg = target_cfg.get("base")
+    if not base_cfg:
+        raise UserError(f"target {target_name} has no `base` block: it starts from a downloaded image")
+    if target_cfg.get("distro") != "debian":
+        raise UserError(f"target {target_name}: local base images are built for Debian only, "
+                        f"not {target_cfg.get('distro')!r}")
+    user = target_cfg["ssh_username"]
+    if not USER_RE.match(user):
+        raise UserError(f"targets.{target_name}.ssh_username {user!r} is not a valid user name")
+    out = image_path(target_cfg, build_dir)
+    key = ensure_build_key(build_dir)
+    public_key = Path(f"{key}.pub").read_text(encoding="utf-8").strip()
+    suite, mirror = target_cfg["codename"], base_cfg["mirror"]
+    fp = fingerprint(suite=suite, mirror=mirror, user=user, public_key=public_key)
+    if not force and _is_current(out, fp):
+        return BaseImage(out, fp, True, {}, out.stat().st_size)
+
+    if os.geteuid() != 0:
+        raise UserError("building the base image needs root (loop devices, mount, chroot)",
+                        "run it as root, e.g. `sudo invoke base`")
+    tools = {name: which(name, f"apt-get install {package}") for name, package in TOOLS.items()}
+    mbr = next((p for p in MBR_CANDIDATES if p.exists()), None)
+    if mbr is None:
+        raise UserError("extlinux's mbr.bin is missing", "apt-get install extlinux syslinux-common")
+    log = log or build_dir / "logs" / f"base-{target_name}.log"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(out.parent / f".{out.name}.lock"):
+        if not force and _is_current(out, fp):  # another process built it while we waited
+            return BaseImage(out, fp, True, {}, out.stat().st_size)
+        _release_stale(out.parent, tools, log)
+        with _sigterm_raises():
+            recipe = _Recipe(target_name, suite, mirror, user, public_key, tools, mbr, log, say)
+            seconds = recipe.build(out, fp)
+    return BaseImage(out, fp, False, seconds, out.stat().st_size)
+
+
+def _print(message: str) -> None:
+    print(message, flush=True)
+
+
+def _is_current(image: Path, fp: str) -> bool:
     try:
-        os.link(src, tmp)
+        with image.open("rb") as fh:
+            magic = fh.read(4)
+        return magic == QCOW2_MAGIC and stamp_path(image).read_text(encoding="utf-8").strip() == fp
     except OSError:
-        shutil.copy2(src, tmp)
-    tmp.replace(dest)
+        return False
 
 
-def _share(image: Path, shared: Path) -> None:
+@contextlib.contextmanager
+def _locked(lock: Path) -> Iterator[None]:
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises Interrupted while building, so `finally` releases mounts and loops.
+    Left alone when a handler is already installed (kiln.cli does) or off the main thread."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(f"received signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
     try:
-        shared.parent.mkdir(parents=True, exist_ok=True)
-        for old in shared.parent.glob(shared.name.rsplit("-", 1)[0] + "-*.qcow2"):
-            old.unlink()  # one image per target: the newest inputs win
-        _link_or_copy(image, shared)
-    except OSError as exc:
-        print(f"warning: could not keep a copy of the base image in {shared.parent}: {exc}")
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _mounted(path: Path) -> bool:
+    target = str(path.resolve())
+    with open("/proc/self/mountinfo", encoding="utf-8") as fh:
+        for line in fh:
+            point = line.split()[4]
+            decoded = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
+            if decoded == target:
+                return True
+    return False
+
+
+def _loops_of(raw: Path, tools: dict[str, str]) -> list[str]:
+    listing = run([tools["losetup"], "-j", str(raw)], step="losetup -j", quiet=True, check=False)
+    return [line.split(":", 1)[0] for line in listing.output.splitlines() if line.startswith("/dev/loop")]
+
+
+def _release(work: Path, tools: dict[str, str], log: Path | None) -> bool:
+    """Unmount and detach what a build in `work` may hold; True if nothing is left mounted."""
+    mnt = work / "mnt"
+    if mnt.is_dir() and _mounted(mnt):
+        done = run([tools["umount"], str(mnt)], step="base: umount", log=log, quiet=True, check=False)
+        if done.returncode != 0:  # still busy: detach it now, the kernel finishes when it can
+            run([tools["umount"], "-l", str(mnt)], step="base: umount -l", log=log, quiet=True,
+                check=False)
+    raw = work / "disk.raw"
+    if raw.exists():
+        for loop in _loops_of(raw, tools):
+            run([tools["losetup"], "-d", loop], step="base: losetup -d", log=log, quiet=True, check=False)
+    return not (mnt.is_dir() and _mounted(mnt))
+
+
+def _release_stale(directory: Path, tools: dict[str, str], log: Path | None) -> None:
+    """Work dirs of builds that were killed (we hold the lock, so none is alive)."""
+    for work in directory.glob(f"{WORK_PREFIX}*"):
+        if work.is_dir() and _release(work, tools, log):
+            shutil.rmtree(work, ignore_errors=True)
+
+
+class _Recipe:
+    def __init__(self, target: str, suite: str, mirror: str, user: str, public_key: str,
+                 tools: dict[str, str], mbr: Path, log: Path, say: Reporter) -> None:
+        self.target, self.suite, self.mirror, self.user = target, suite, mirror, user
+        self.public_key, self.tools, self.mbr, self.log, self.say = public_key, tools, mbr, log, say
+        self.seconds: dict[str, float] = {}
+
+    def sh(self, argv: list[str], step: str, **kwargs: Any) -> str:
+        return run(argv, step=f"base {self.target}: {step}", log=self.log, quiet=True, **kwargs).output
+
+    def stage(self, name: str, func: Callable[[], None]) -> None:
+        started = time.monotonic()
+        func()
+        took = time.monotonic() - started
+        self.seconds[name] = round(took, 1)
+        self.say(f"==> base: {name} ({took:.1f}s)")
+
+    def build(self, out: Path, fp: str) -> dict[str, float]:
+        started = time.monotonic()
+        self.say(f"==> base: building {out.name} for {self.target} ({self.suite} from {self.mirror}; "
+                 f"log: {self.log})")
+        work = Path(tempfile.mkdtemp(prefix=WORK_PREFIX, dir=out.parent))
+        try:
+            tarball, raw, qcow = work / "rootfs.tar", work / "disk.raw", work / out.name
+            self.stage("mmdebstrap", lambda: self.rootfs(tarball))
+            self.stage("image assembly", lambda: self.assemble(work, tarball, raw))
+            self.stage("qcow2 convert", lambda: self.sh(
+                [self.tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(qcow)], "qemu-img convert"))
+            stamp = stamp_path(out)
+            # Drop the old stamp first: an image whose stamp is missing or stale is never reused.
+            stamp.unlink(missing_ok=True)
+            qcow.replace(out)
+            fresh = work / stamp.name
+            fresh.write_text(fp + "\n", encoding="utf-8")
+            fresh.replace(stamp)
+        finally:
+            if _release(work, self.tools, self.log):
+                shutil.rmtree(work, ignore_errors=True)
+        self.seconds["total"] = round(time.monotonic() - started, 1)
+        self.say(f"==> base: {out} ready ({out.stat().st_size / 2**20:.0f} MiB, "
+                 f"{self.seconds['total']:.1f}s)")
+        return self.seconds
+
+    def rootfs(self, tarball: Path) -> None:
+        argv = [self.tools["mmdebstrap"], "--variant=minbase", f"--include={','.join(PACKAGES)}",
+                self.suite, str(tarball), *apt_sources(self.suite, self.mirror)]
+        try:
+            self.sh(argv, "mmdebstrap")
+        except StepFailed as exc:
+            raise UserError(f"mmdebstrap could not build the {self.suite} root file system from "
+                            f"{self.mirror}",
+                            f"check that the mirror is reachable and serves {self.suite} "
+                            f"(targets.{self.target}.base.mirror); details in {self.log}") from exc
+
+    def assemble(self, work: Path, tarball: Path, raw: Path) -> None:
+        t = self.tools
+        self.sh([t["truncate"], "-s", f"{DISK_MB}M", str(raw)], "truncate")
+        self.sh([t["sfdisk"], "--quiet", str(raw)], "sfdisk",
+                input_text=f"label: dos\nstart={PART_START}, type=83, bootable\n")
+        offset = PART_START * 512
+        loop = self.sh([t["losetup"], "--find", "--show", "--offset", str(offset), "--sizelimit",
+                        str(raw.stat().st_size - offset), str(raw)], "losetup").strip()
+        if not loop.startswith("/dev/loop"):
+            raise UserError(f"losetup gave no loop device ({loop!r})", "modprobe loop")
+        mnt = work / "mnt"
+        mnt.mkdir()
+        self.sh([t["mkfs.ext4"], "-q", "-L", "root", loop], "mkfs.ext4")
+        self.sh([t["mount"], loop, str(mnt)], "mount")
+        self.sh([t["tar"], "-C", str(mnt), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf",
+                 str(tarball)], "extract the root file system")
+        configure_rootfs(mnt, self.user, self.public_key)
+        self.sh([t["chroot"], str(mnt), "/bin/sh", "-eu", "-c", user_script(self.user)], "create the user")
+        self.sh([t["extlinux"], "--install", str(mnt / "boot/extlinux")], "extlinux --install")
+        self.sh([t["umount"], str(mnt)], "umount")
+        self.sh([t["losetup"], "-d", loop], "losetup -d")
+        self.sh([t["dd"], f"if={self.mbr}", f"of={raw}", "bs=440", "count=1", "conv=notrunc",
+                 "status=none"], "write the MBR boot code")
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -96,122 +316,84 @@ def _write(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def _configure(root: Path, user: str, public_key: str) -> None:
-    """Files that make the rootfs boot and let Packer in."""
+GROWROOT_SCRIPT = """\
+#!/bin/sh
+# kiln: grow / to the end of its disk. Packer (disk_size) and Vagrant resize the image
+# file; the partition and the file system inside stay as built until this runs.
+set -eu
+dev=$(findmnt -nvo SOURCE /)
+name=${dev#/dev/}
+[ -r "/sys/class/block/$name/partition" ] || exit 0
+part=$(cat "/sys/class/block/$name/partition")
+disk=/dev/$(basename "$(readlink -f "/sys/class/block/$name/..")")
+rc=0
+growpart "$disk" "$part" || rc=$?
+[ "$rc" -le 1 ] || exit "$rc"  # 1: the partition already fills the disk
+resize2fs "$dev"
+"""
+
+GROWROOT_UNIT = """\
+[Unit]
+Description=Grow the root file system to fill its disk (kiln)
+After=systemd-remount-fs.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/kiln-growroot
+RemainAfterExit=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def configure_rootfs(root: Path, user: str, public_key: str) -> None:
+    """The files that make the tree boot from an MBR disk and let the build user in."""
     _write(root / "etc/fstab", "LABEL=root / ext4 defaults,errors=remount-ro 0 1\n")
-    _write(root / "etc/hostname", "kiln\n")
-    _write(root / "etc/hosts", "127.0.0.1 localhost\n127.0.1.1 kiln\n::1 localhost ip6-localhost\n")
+    _write(root / "etc/hostname", f"{HOSTNAME}\n")
+    _write(root / "etc/hosts",
+           f"127.0.0.1\tlocalhost\n127.0.1.1\t{HOSTNAME}\n\n"
+           "::1\tlocalhost ip6-localhost ip6-loopback\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
     _write(root / "etc/network/interfaces",
-           "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n\n"
+           "# kiln base image: eth0 by DHCP (net.ifnames=0 on the kernel command line).\n"
+           "source /etc/network/interfaces.d/*\n\n"
+           "auto lo\niface lo inet loopback\n\n"
            "allow-hotplug eth0\niface eth0 inet dhcp\n")
     _write(root / f"etc/sudoers.d/90-{user}", f"{user} ALL=(ALL) NOPASSWD:ALL\n", 0o440)
-    kernels = sorted((root / "boot").glob("vmlinuz-*"))
-    initrds = sorted((root / "boot").glob("initrd.img-*"))
-    if not kernels or not initrds:
-        raise UserError("the base rootfs has no kernel or initrd in /boot",
-                        "check the mirror and package list")
-    _write(root / "boot/extlinux/extlinux.conf",
-           "DEFAULT linux\nTIMEOUT 0\nPROMPT 0\n\nLABEL linux\n"
-           f"  LINUX /boot/{kernels[-1].name}\n  INITRD /boot/{initrds[-1].name}\n"
-           "  APPEND root=LABEL=root rw console=ttyS0 net.ifnames=0 biosdevname=0\n")
-    _write(root / "root/kiln-authorized-key.pub", public_key + "\n", 0o600)
+    _write(root / "root/.kiln-authorized_keys", public_key.strip() + "\n", 0o600)
+    _write(root / "usr/local/sbin/kiln-growroot", GROWROOT_SCRIPT, 0o755)
+    _write(root / "etc/systemd/system/kiln-growroot.service", GROWROOT_UNIT)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "kiln-growroot.service"
+    link.unlink(missing_ok=True)
+    link.symlink_to("/etc/systemd/system/kiln-growroot.service")
+    _write(root / "boot/extlinux/extlinux.conf", extlinux_conf(root))
 
 
-def _user_commands(user: str) -> str:
-    return (
-        f"id -u {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}; "
-        f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh; "
-        f"install -m 0600 -o {user} -g {user} /root/kiln-authorized-key.pub "
-        f"/home/{user}/.ssh/authorized_keys; rm -f /root/kiln-authorized-key.pub; "
-        "passwd -l root >/dev/null; systemctl enable ssh.service >/dev/null 2>&1 || true"
-    )
+def extlinux_conf(root: Path) -> str:
+    # Debian keeps /vmlinuz and /initrd.img pointing at the newest kernel, so a kernel
+    # upgraded during provisioning boots without touching this file.
+    kernel, initrd = "/vmlinuz", "/initrd.img"
+    if not (root / "vmlinuz").exists() or not (root / "initrd.img").exists():
+        kernels = sorted((root / "boot").glob("vmlinuz-*"))
+        initrds = sorted((root / "boot").glob("initrd.img-*"))
+        if not kernels or not initrds:
+            raise UserError("the base root file system has no kernel or initrd in /boot",
+                            "check that the mirror serves linux-image-cloud-amd64 and initramfs-tools")
+        kernel, initrd = f"/boot/{kernels[-1].name}", f"/boot/{initrds[-1].name}"
+    return ("DEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\nLABEL linux\n"
+            f"  LINUX {kernel}\n  INITRD {initrd}\n"
+            "  APPEND root=LABEL=root rw console=ttyS0 net.ifnames=0\n")
 
 
-def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *, force: bool = False,
-               log: Path | None = None, report: Callable[[str], None] = print) -> BaseImage:
-    base_cfg = target_cfg.get("base")
-    if not base_cfg:
-        raise UserError(f"target {target_name} has no `base` block")
-    if target_cfg["distro"] != "debian":
-        raise UserError(f"local base images are built for Debian only, not {target_cfg['distro']}")
-    root_dir = build_dir.parent
-    out = Path(base_cfg["path"])
-    out = out if out.is_absolute() else root_dir / out
-    key = ensure_build_key(build_dir)
-    public_key = Path(f"{key}.pub").read_text().strip()
-    user = target_cfg["ssh_username"]
-    fp = fingerprint(target_cfg["codename"], base_cfg["mirror"], user, public_key)
-    stamp = out.with_name(out.name + ".fingerprint")
-    shared = shared_cache() / f"{target_name}-{fp[:16]}.qcow2"
-    if not force and out.exists() and stamp.exists() and stamp.read_text().strip() == fp:
-        report(f"==> base {target_name}: cached {out} (fingerprint {fp[:12]})")
-        if not shared.exists():
-            _share(out, shared)
-        return BaseImage(out, fp, True, {})
-    if not force and shared.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        _link_or_copy(shared, out)
-        stamp.write_text(fp + "\n")
-        report(f"==> base {target_name}: reused {shared} (fingerprint {fp[:12]})")
-        return BaseImage(out, fp, True, {})
-
-    tools = {t: which(t, TOOLS_HINT) for t in ("mmdebstrap", "sfdisk", "losetup", "mkfs.ext4",
-                                               "extlinux", "qemu-img", "mount", "umount", "chroot")}
-    mbr = Path("/usr/lib/EXTLINUX/mbr.bin")
-    if not mbr.exists():
-        raise UserError(f"{mbr} is missing", "apt-get install extlinux syslinux-common")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target_name}.", dir=out.parent))
-    stages = _Stages(target_name, report)
-    loop: str | None = None
-    mnt = work / "mnt"
-    mounted = False
-
-    def sh(argv: list[str], step: str) -> None:
-        run(argv, step=f"base {target_name}: {step}", log=log, quiet=True)
-
-    try:
-        tarball = work / "rootfs.tar"
-        stages("mmdebstrap", lambda: sh(
-            [tools["mmdebstrap"], "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}",
-             target_cfg["codename"], str(tarball), base_cfg["mirror"]], "mmdebstrap"))
-        raw = work / "disk.raw"
-
-        def partition_and_fill() -> None:
-            nonlocal loop, mounted
-            sh(["truncate", "-s", DISK_SIZE, str(raw)], "truncate")
-            run([tools["sfdisk"], "--quiet", str(raw)], step="sfdisk", log=log, quiet=True,
-                input_text="label: dos\nstart=2048, type=83, bootable\n")
-            size = raw.stat().st_size - PART_OFFSET
-            loop = run([tools["losetup"], "-f", "--show", "-o", str(PART_OFFSET), "--sizelimit",
-                        str(size), str(raw)], step="losetup", log=log, quiet=True).output.strip()
-            sh([tools["mkfs.ext4"], "-q", "-L", "root", loop], "mkfs.ext4")
-            mnt.mkdir()
-            sh([tools["mount"], loop, str(mnt)], "mount")
-            mounted = True
-            sh(["tar", "-C", str(mnt), "--numeric-owner", "-xpf", str(tarball)], "extract rootfs")
-            _configure(mnt, user, public_key)
-            sh([tools["chroot"], str(mnt), "/bin/sh", "-c", _user_commands(user)], "create user")
-            sh([tools["extlinux"], "--install", str(mnt / "boot/extlinux")], "extlinux")
-            sh([tools["umount"], str(mnt)], "umount")
-            mounted = False
-            sh([tools["losetup"], "-d", loop], "losetup -d")
-            loop = None
-            sh(["dd", f"if={mbr}", f"of={raw}", "bs=440", "count=1", "conv=notrunc", "status=none"], "mbr")
-
-        stages("assemble disk", partition_and_fill)
-        qcow = work / out.name
-        stages("qcow2", lambda: sh([tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(qcow)],
-                                   "qemu-img convert"))
-        qcow.replace(out)
-        stamp.write_text(fp + "\n")
-        _share(out, shared)
-        report(f"==> base {target_name}: {out} ({out.stat().st_size / 2**20:.0f} MiB, "
-               f"{time.monotonic() - stages.started:.0f}s)")
-        return BaseImage(out, fp, False, stages.seconds)
-    finally:
-        if mounted:
-            run(["umount", "-l", str(mnt)], step="umount", log=log, quiet=True, check=False)
-        if loop:
-            run(["losetup", "-d", loop], step="losetup -d", log=log, quiet=True, check=False)
-        shutil.rmtree(work, ignore_errors=True)
+def user_script(user: str) -> str:
+    """Runs inside the new root (chroot): the build user, its key, sudo rights checked."""
+    return "\n".join([
+        f"id -u {user} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {user}",
+        f"install -d -m 0700 -o {user} -g {user} /home/{user}/.ssh",
+        f"install -m 0600 -o {user} -g {user} /root/.kiln-authorized_keys /home/{user}/.ssh/authorized_keys",
+        "rm -f /root/.kiln-authorized_keys",
+        f"visudo -cqf /etc/sudoers.d/90-{user}",
+        "passwd -l root >/dev/null",
+    ])

@@ -93,9 +93,15 @@ def build_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions,
     problems = component_problems(config, pair)
     if problems:
         raise UserError(f"{pair.name} cannot be built as configured:\n  - " + "\n  - ".join(problems))
-    if pair.builder.name == "virtualbox" and shutil.which("VBoxManage") is None:
-        raise UserError(f"{pair.name}: VirtualBox is not installed",
-                        "install VirtualBox, or build with --builder qemu")
+    if pair.builder.name == "virtualbox":
+        if shutil.which("VBoxManage") is None:
+            raise UserError(f"{pair.name}: VirtualBox is not installed",
+                            "install VirtualBox, or build with --builder qemu")
+        ovf = paths.build / "images" / pair.target.name / f"{pair.target.name}.ovf"
+        if not ovf.exists():
+            raise UserError(f"{pair.name}: no source OVF at {ovf}; kiln does not yet convert the "
+                            "source image for VirtualBox",
+                            "build with --builder qemu, or place an OVF of the source image there")
     stages = Stages(pair.name)
     for name, reason in config.excluded.items():
         _emit(f"==> [{pair.name}] component {name} left out: {reason}")

@@ -1,55 +1,74 @@
-"""The SSH key pair kiln uses to reach build VMs and its own Vagrant machines.
+"""The SSH key pair kiln uses to reach its build VMs, base images and Vagrant machines.
 
-One key per machine: it is also kept in the user cache (~/.cache/kiln/keys, or
-$KILN_CACHE_DIR), so that a fresh checkout reuses it and base images cached for that
-key stay valid.
+One pair per checkout, in build/keys/ (git-ignored), made once with ssh-keygen. Parallel
+builds may ask at the same moment: a lock makes exactly one of them create it, and the
+pair only appears under its final names once both halves are complete.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
-from kiln.paths import user_cache
-from kiln.runner import run, which
+from kiln.errors import UserError
+from kiln.runner import capture, run, which
 
 KEY_NAME = "kiln_ed25519"
+KEY_COMMENT = "kiln-build"
+SSH_KEYGEN_HINT = "apt-get install openssh-client"
+
+
+def key_paths(build_dir: Path) -> tuple[Path, Path]:
+    private = build_dir / "keys" / KEY_NAME
+    return private, private.with_name(f"{KEY_NAME}.pub")
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    with (directory / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ensure_build_key(build_dir: Path) -> Path:
-    """Create build/keys/kiln_ed25519{,.pub} once; return the private key's path."""
-    keys = build_dir / "keys"
-    private = keys / KEY_NAME
-    public = Path(f"{private}.pub")
-    if private.exists() and public.exists():
-        return private
+    """Create build/keys/kiln_ed25519{,.pub} unless present; return the private key's path."""
+    private, public = key_paths(build_dir)
+    keys = private.parent
     keys.mkdir(parents=True, exist_ok=True)
     os.chmod(keys, 0o700)
-    shared = _shared_keys() / KEY_NAME
-    if shared.exists() and Path(f"{shared}.pub").exists():
-        # Same key as other checkouts on this machine, so cached base images stay valid.
-        shutil.copy2(Path(f"{shared}.pub"), public)
-        shutil.copy2(shared, private)
-        os.chmod(private, 0o600)
-        return private
-    tmp = keys / f".{KEY_NAME}.{os.getpid()}"
-    tmp_public = Path(f"{tmp}.pub")
-    for stale in (tmp, tmp_public):
-        stale.unlink(missing_ok=True)
-    run([which("ssh-keygen", "apt-get install openssh-client"), "-q", "-t", "ed25519", "-N", "",
-         "-C", "kiln-build", "-f", str(tmp)], step="ssh-keygen", quiet=True)
-    os.chmod(tmp, 0o600)
-    tmp_public.replace(public)
-    tmp.replace(private)
-    try:
-        _shared_keys().mkdir(parents=True, exist_ok=True, mode=0o700)
-        shutil.copy2(public, Path(f"{shared}.pub"))
-        shutil.copy2(private, shared)
-    except OSError:
-        pass  # only an optimisation: another checkout then makes its own key
+    with _locked(keys):
+        if private.exists():
+            # ssh refuses private keys others can read.
+            if private.stat().st_mode & 0o077:
+                os.chmod(private, 0o600)
+            if not public.exists():
+                _restore_public(private, public)
+            return private
+        keygen = which("ssh-keygen", SSH_KEYGEN_HINT)
+        with tempfile.TemporaryDirectory(prefix=".new-", dir=keys) as tmp:
+            fresh = Path(tmp) / KEY_NAME
+            run([keygen, "-q", "-t", "ed25519", "-N", "", "-C", KEY_COMMENT, "-f", str(fresh)],
+                step="create the build SSH key", quiet=True)
+            os.chmod(fresh, 0o600)
+            # Public half first: a private key under its final name always has its partner.
+            Path(f"{fresh}.pub").replace(public)
+            fresh.replace(private)
     return private
 
 
-def _shared_keys() -> Path:
-    return user_cache() / "keys"
+def _restore_public(private: Path, public: Path) -> None:
+    derived = capture([which("ssh-keygen", SSH_KEYGEN_HINT), "-y", "-f", str(private)])
+    if not derived or not derived.startswith("ssh-"):
+        raise UserError(f"{private} is not a usable SSH private key and its .pub is missing",
+                        f"delete {private} so that kiln creates a new pair")
+    tmp = public.with_name(f".{public.name}.{os.getpid()}")
+    kind, blob = derived.split()[:2]
+    tmp.write_text(f"{kind} {blob} {KEY_COMMENT}\n", encoding="utf-8")
+    tmp.replace(public)
