@@ -1,9 +1,13 @@
 """kiln's Marathon -> HAProxy bridge (stdlib only, Python 3.9+), baked into images.
 
-It reads Marathon's apps and tasks, renders haproxy.cfg with one TCP listener per service
-port (as the classic haproxy-marathon-bridge did) and Host-header routing for apps
-labelled HAPROXY_0_VHOST (as marathon-lb does), checks the candidate with `haproxy -c`,
-swaps it in atomically, reloads HAProxy, and keeps the last good config otherwise.
+It reads Marathon's apps and tasks (polling, and re-syncing at once on /v2/events), renders
+haproxy.cfg with one TCP listener per service port (as the classic haproxy-marathon-bridge
+did) and Host-header routing for apps labelled HAPROXY_0_VHOST (as marathon-lb does), checks
+the candidate with `haproxy -c`, swaps it in atomically, reloads HAProxy, and keeps the last
+good config otherwise.
+
+Modules: model (parse and validate), render, marathon (HTTP client, event stream), apply
+(check, swap, reload), cli (flags, environment, main loop), log.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,5 +1,5 @@
 import sys
 
-from kiln_bridge.bridge import main
+from kiln_bridge.cli import main
 
 sys.exit(main())

@@ -1,0 +1,118 @@
+"""Put a rendered config in place only after `haproxy -c` accepts it, then reload HAProxy.
+
+The live config is only ever replaced whole (os.replace of a checked file in the same
+directory), so HAProxy never sees a half-written or rejected config; `<config>.last-good`
+holds a copy of the last config that passed the check and went live.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import tempfile
+from typing import List, Optional, Tuple
+
+from kiln_bridge.log import log, one_line
+
+UNCHANGED, APPLIED, REJECTED, RELOAD_FAILED = "unchanged", "applied", "rejected", "reload-failed"
+COMMAND_TIMEOUT = 60.0
+
+
+def _run(argv: List[str]) -> Tuple[int, str]:
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              universal_newlines=True, timeout=COMMAND_TIMEOUT, check=False)
+    except OSError as exc:
+        return 127, "cannot run %s: %s" % (argv[0], exc)
+    except subprocess.TimeoutExpired:
+        return 124, "%s did not finish within %ds" % (argv[0], COMMAND_TIMEOUT)
+    return done.returncode, done.stdout
+
+
+def _haproxy_problem(output: str) -> str:
+    """haproxy -c's ALERT lines (the reasons), without the NOTICE chatter around them."""
+    lines = [line for line in output.splitlines() if "ALERT" in line or "error" in line.lower()]
+    return one_line("\n".join(lines or output.splitlines()[-3:])) or "no output"
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _write_temp(directory: str, base: str, text: str, mode: int) -> str:
+    fd, path = tempfile.mkstemp(prefix="." + base + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(path, mode)
+    except BaseException:
+        os.unlink(path)
+        raise
+    return path
+
+
+def _mode_of(path: str) -> int:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        return 0o644
+
+
+class Applier:
+    """Remembers a reload that failed, so the next round retries it even if the config is unchanged,
+    and the last config haproxy rejected, so the same one is neither checked nor logged again."""
+
+    def __init__(self, config: str, haproxy: str = "/usr/sbin/haproxy",
+                 reload_cmd: str = "systemctl reload haproxy") -> None:
+        self.config = os.path.abspath(config)
+        self.haproxy = haproxy
+        self.reload_cmd = reload_cmd
+        self.reload_pending = False
+        self.rejected: Optional[str] = None
+
+    def apply(self, text: str) -> str:
+        if _read(self.config) == text:
+            return self._reload() if self.reload_pending else UNCHANGED
+        if text == self.rejected:
+            return REJECTED
+        directory, base = os.path.split(self.config)
+        candidate = _write_temp(directory, base, text, _mode_of(self.config))
+        try:
+            code, output = _run([self.haproxy, "-c", "-f", candidate])
+            if code != 0:
+                log("haproxy -c rejected the new config, keeping %s: %s" % (self.config,
+                                                                            _haproxy_problem(output)))
+                self.rejected = text
+                return REJECTED
+            os.replace(candidate, self.config)
+        finally:
+            if os.path.exists(candidate):
+                os.unlink(candidate)
+        self._keep_last_good(directory, base, text)
+        log("wrote %s" % self.config)
+        self.reload_pending = True
+        return self._reload()
+
+    def _keep_last_good(self, directory: str, base: str, text: str) -> None:
+        copy = _write_temp(directory, base, text, 0o644)
+        os.replace(copy, self.config + ".last-good")
+
+    def _reload(self) -> str:
+        if not self.reload_cmd.strip():
+            self.reload_pending = False
+            return APPLIED
+        code, output = _run(shlex.split(self.reload_cmd))
+        if code != 0:
+            log("reload command %r failed (exit %d), will retry: %s" % (self.reload_cmd, code,
+                                                                        one_line(output) or "no output"))
+            return RELOAD_FAILED
+        log("reloaded haproxy (%s)" % self.reload_cmd)
+        self.reload_pending = False
+        return APPLIED
