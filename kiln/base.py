@@ -3,7 +3,7 @@ offline from the distribution's apt mirror with mmdebstrap.
 
 The image holds what Packer needs and no more: the cloud kernel, systemd, sshd, sudo,
 python3, DHCP on eth0, and the build user with kiln's public key (no other key, no
-password). Recipe (see docs in /work/shared/RECIPES.md): mmdebstrap minbase → MBR on a raw
+password). Recipe: mmdebstrap minbase → MBR on a raw
 file (sfdisk) → the partition loop-mounted by offset (no partition device nodes appear on
 these hosts) → ext4 labelled root → configure → extlinux → qcow2.
 

@@ -14,13 +14,6 @@ def _default_root() -> Path:
     return Path(os.environ.get("KILN_ROOT") or REPO_ROOT).resolve()
 
 
-def user_cache() -> Path:
-    """Per-machine cache shared by every checkout (base images, the build key)."""
-    root = os.environ.get("KILN_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "kiln")
-    return Path(root)
-
-
 @dataclass(frozen=True)
 class Paths:
     root: Path = field(default_factory=_default_root)
