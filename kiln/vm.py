@@ -83,8 +83,6 @@ def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name
             "-drive", f"file={overlay},if=virtio,format=qcow2",
             "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
             "-device", "virtio-net-pci,netdev=n0"]
-    if accel == "kvm":
-        argv += ["-cpu", "host"]
     cfg = sshconfig.write(workdir / f"{name}.ssh_config",
                           [sshconfig.SshHost(name, "127.0.0.1", port, user, key)],
                           control_dir=workdir / "ssh-control")
