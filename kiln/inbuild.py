@@ -52,8 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run_suites(paths, ssh_config=cfg, hosts=["build-vm"], phase="bake", report=report,
                             extra=args.extra)
     finally:
-        subprocess.run(["ssh", "-F", str(cfg), "-O", "exit", "build-vm"], capture_output=True,
-                       check=False, timeout=30)
+        sshconfig.close_master(cfg, "build-vm")
     if result.returncode != 0:
         print(f"==> in-build verification FAILED: the image is not accepted (report: {report})",
               file=sys.stderr, flush=True)

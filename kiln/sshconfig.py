@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,3 +62,9 @@ def write(path: Path, hosts: Sequence[SshHost], control_dir: Path | None = None,
     path.write_text(render(hosts, control_dir, persist), encoding="utf-8")
     path.chmod(0o600)
     return path
+
+
+def close_master(config: Path, alias: str) -> None:
+    """End a persistent master connection opened through `config` (no error if none)."""
+    subprocess.run(["ssh", "-F", str(config), "-O", "exit", alias], capture_output=True,
+                   check=False, timeout=30)

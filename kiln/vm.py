@@ -94,6 +94,6 @@ def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name
         print(f"==> {name}: SSH up on 127.0.0.1:{port} after {took:.1f}s (pid {proc.pid})", flush=True)
         yield vm
     finally:
-        subprocess.run(["ssh", "-F", str(cfg), "-O", "exit", name], capture_output=True, check=False)
+        sshconfig.close_master(cfg, name)
         stop(proc)
         overlay.unlink(missing_ok=True)
