@@ -10,9 +10,13 @@ is killed (its process group, by PID, through kiln.runner). When KVM fails, the 
 under TCG must succeed, which proves the probe itself works; otherwise the verdict is
 "inconclusive" and is not cached.
 
-Without a readable kernel (Ubuntu keeps /boot/vmlinuz-* root-only), a synthetic 64-bit
-guest is the fallback and the verdict says it is the weaker one. Verdicts are cached in
-`cache_dir` keyed by host kernel release, QEMU version, /dev/kvm presence and probe version.
+Without a readable host kernel (Ubuntu keeps /boot/vmlinuz-* root-only; containers and
+microVMs have none), the probe takes Debian's cloud kernel from the apt mirror (`apt-get
+download`, cached in `cache_dir/probe-kernel/`). Only when that fails too is a synthetic
+64-bit guest the fallback, and the verdict says it is the weaker one; on a PVM host (module
+kvm_pvm loaded), where such a guest runs but Linux does not, the weak evidence is not trusted.
+Verdicts are cached in `cache_dir` keyed by host kernel release, QEMU version, /dev/kvm
+presence and probe version.
 
 Nothing here prints; callers decide what to show.
 """
@@ -38,7 +42,7 @@ from kiln.runner import capture, run
 
 QEMU = "qemu-system-x86_64"
 CACHE_FILE = "accel-probe.json"
-PROBE_VERSION = 2
+PROBE_VERSION = 3
 NOT_PROBED = "not probed yet (run `invoke doctor --probe`)"
 KERNEL_MARKERS = ("VFS: Unable to mount root", "Kernel panic - not syncing")
 SYNTHETIC_MARKER = "KILN-PROBE-OK"
@@ -48,6 +52,10 @@ KVM_GET_API_VERSION = 0xAE00
 KVM_API_VERSION = 12
 ACCELS = ("kvm", "tcg")
 KVM_DEVICE = Path("/dev/kvm")
+# Nested KVM through PVM runs only PVM-aware guest kernels: a standard Linux guest hangs.
+PVM_MODULE = Path("/sys/module/kvm_pvm")
+PROBE_KERNEL_PACKAGE = "linux-image-cloud-amd64"
+PROBE_KERNEL_DIR = "probe-kernel"
 
 
 @dataclass(frozen=True)
@@ -144,16 +152,72 @@ def _natural(path: Path) -> list[object]:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(path))]
 
 
-def find_kernel() -> Path | None:
-    """A readable x86 Linux kernel image on this host: the running one first, then the newest."""
+def find_kernel(cache_dir: Path | None = None) -> Path | None:
+    """A readable x86 Linux kernel image: the host's running one first, then the newest host
+    kernel, then one fetched earlier into `cache_dir` by fetch_kernel()."""
     release = platform.release()
     preferred = [Path(f"/boot/vmlinuz-{release}"), Path(f"/usr/lib/modules/{release}/vmlinuz")]
     others = sorted([*Path("/boot").glob("vmlinuz-*"), *Path("/usr/lib/modules").glob("*/vmlinuz")],
                     key=_natural, reverse=True)
-    for path in [*preferred, *others]:
+    fetched = sorted((cache_dir / PROBE_KERNEL_DIR).glob("vmlinuz-*"), key=_natural, reverse=True) \
+        if cache_dir is not None else []
+    for path in [*preferred, *others, *fetched]:
         if path.is_file() and os.access(path, os.R_OK) and path.stat().st_size > 1 << 20:
             return path
     return None
+
+
+def _kernel_package() -> str | None:
+    """The versioned package behind the cloud kernel metapackage (apt-cache depends)."""
+    out = capture(["apt-cache", "depends", PROBE_KERNEL_PACKAGE]) or ""
+    found = re.search(r"Depends:\s*(linux-image-[0-9][^\s]*)", out)
+    return found.group(1) if found else None
+
+
+def fetch_kernel(cache_dir: Path, log: Path | None = None) -> Path | None:
+    """Debian's cloud kernel from the apt mirror, extracted into `cache_dir`; None when apt
+    cannot provide it (not a Debian/Ubuntu host, no mirror, no package lists)."""
+    if shutil.which("apt-get") is None or shutil.which("dpkg-deb") is None:
+        return None
+    package = _kernel_package()
+    if package is None:
+        return None
+    target_dir = cache_dir / PROBE_KERNEL_DIR
+    target_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kiln-kernel-", dir=target_dir) as tmp:
+        got = run(["apt-get", "download", package], step="probe: apt-get download kernel", cwd=Path(tmp),
+                  log=log, quiet=True, check=False, timeout=300)
+        debs = sorted(Path(tmp).glob("*.deb"))
+        if got.returncode != 0 or not debs:
+            return None
+        kernel = _extract_kernel(debs[0], Path(tmp))
+        if kernel is None:
+            return None
+        final = target_dir / kernel.name
+        kernel.replace(final)
+    return final
+
+
+def _extract_kernel(deb: Path, workdir: Path) -> Path | None:
+    """./boot/vmlinuz-* out of a kernel .deb, without unpacking its modules."""
+    import subprocess
+    import tarfile
+
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None
+        found: Path | None = None
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+            for member in archive:
+                name = Path(member.name).name
+                if member.isfile() and member.name.lstrip("./").startswith("boot/vmlinuz-"):
+                    source = archive.extractfile(member)
+                    if source is not None:
+                        found = workdir / name
+                        found.write_bytes(source.read())
+                    break
+        proc.stdout.read()
+    return found
 
 
 def long_mode_guest() -> bytes:
@@ -213,8 +277,11 @@ def synthetic_guest(workdir: Path) -> ProbeGuest:
                       ("-m", "16", "-kernel", str(image)), (SYNTHETIC_MARKER,), thorough=False)
 
 
-def probe_guest(workdir: Path) -> ProbeGuest:
-    kernel = find_kernel()
+def probe_guest(workdir: Path, cache_dir: Path | None = None) -> ProbeGuest:
+    """A real kernel when one can be had (host, cache, apt mirror); the synthetic guest if not."""
+    kernel = find_kernel(cache_dir)
+    if kernel is None and cache_dir is not None:
+        kernel = fetch_kernel(cache_dir, cache_dir / "accel-probe-kernel.log")
     return kernel_guest(kernel) if kernel is not None else synthetic_guest(workdir)
 
 
@@ -277,8 +344,13 @@ def _probe_now(cache_dir: Path, timeout: float) -> tuple[AccelProbe, bool]:
         return AccelProbe("tcg", f"{QEMU} is not installed (apt-get install qemu-system-x86)"), False
     kvm_log, tcg_log = cache_dir / "accel-probe-kvm.log", cache_dir / "accel-probe-tcg.log"
     with tempfile.TemporaryDirectory(prefix="kiln-probe-") as tmp:
-        guest = probe_guest(Path(tmp))
+        guest = probe_guest(Path(tmp), cache_dir)
         kvm = boot(guest, "kvm", timeout, kvm_log)
+        if kvm.matched and not guest.thorough and PVM_MODULE.exists():
+            return AccelProbe("tcg", f"a KVM guest ({guest.description}) booted, but this host's KVM is "
+                                     "PVM (module kvm_pvm), where standard Linux guests hang, and no Linux "
+                                     "kernel could be found or fetched to prove otherwise",
+                              seconds=time.monotonic() - started), True
         if kvm.matched:
             reason = f"a KVM guest ({guest.description}) booted in {kvm.seconds:.1f}s"
             if not guest.thorough:

@@ -219,3 +219,41 @@ def test_real_probe_reaches_a_verdict_within_its_timeout(tmp_path: Path) -> None
         assert (tmp_path / "accel-probe-kvm.log").exists()
         again = accel.probe(tmp_path)
         assert (again.accel, again.reason, again.cached) == (result.accel, result.reason, True)
+
+
+# --- the probe kernel from the apt mirror --------------------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="dpkg-deb is not installed (not a Debian host)")
+def test_kernel_is_extracted_from_a_deb_without_its_modules(tmp_path: Path) -> None:
+    import subprocess
+
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: linux-image-9.9.9-test\nVersion: 1\nArchitecture: amd64\n"
+        "Maintainer: kiln tests <kiln@example.invalid>\nDescription: probe kernel stand-in\n")
+    (root / "boot").mkdir()
+    (root / "boot" / "vmlinuz-9.9.9-test").write_bytes(b"\x7fKERNEL" * 1000)
+    (root / "lib" / "modules" / "9.9.9-test").mkdir(parents=True)
+    (root / "lib" / "modules" / "9.9.9-test" / "big.ko").write_bytes(b"m" * 4096)
+    deb = tmp_path / "kernel.deb"
+    subprocess.run(["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)], check=True,
+                   capture_output=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    kernel = accel._extract_kernel(deb, out)
+    assert kernel == out / "vmlinuz-9.9.9-test"
+    assert kernel.read_bytes() == b"\x7fKERNEL" * 1000
+    assert sorted(p.name for p in out.iterdir()) == ["vmlinuz-9.9.9-test"]
+
+
+def test_a_fetched_kernel_in_the_cache_is_found_after_the_hosts_own(tmp_path: Path) -> None:
+    cached = tmp_path / accel.PROBE_KERNEL_DIR / "vmlinuz-6.1.0-99-cloud-amd64"
+    cached.parent.mkdir()
+    cached.write_bytes(b"k" * (2 << 20))
+    found = accel.find_kernel(tmp_path)
+    host = accel.find_kernel()
+    assert found == (host if host is not None else cached)
+    (tmp_path / accel.PROBE_KERNEL_DIR / "vmlinuz-6.1.0-99-cloud-amd64").write_bytes(b"tiny")
+    assert accel.find_kernel(tmp_path) == host  # a truncated file is not a kernel
