@@ -16,8 +16,11 @@ MESSAGE_LIMIT = 2000
 _BACKEND_ID = re.compile(r"^(?P<before>(?:.*-)?)[a-z+]+://(?P<rest>.+)$")
 
 
-def checks_from_junit(path: Path, hosts: Sequence[str] = ()) -> list[Check]:
+def checks_from_junit(path: Path, hosts: Sequence[str] = (), phase: str = "") -> list[Check]:
     """The checks in a pytest `--junitxml` file written by the testinfra suites.
+
+    `phase` ("bake", "boot") keeps the same suite run at bake time and at boot apart:
+    ids become `bake/test_x.py::test_y`, so each phase is its own group in the matrix.
 
     testinfra puts the host into the test id (`test_x[ssh://node-1]`); it becomes the
     check's `host` so that one check id names the same check on every node. pytest joins
@@ -30,13 +33,14 @@ def checks_from_junit(path: Path, hosts: Sequence[str] = ()) -> list[Check]:
     except (OSError, ET.ParseError) as exc:
         raise UserError(f"cannot read the JUnit XML report {path}: {exc}",
                         "check that the testinfra run finished; its log is under build/logs/") from None
-    return [_check(case, hosts) for case in root.iter("testcase")]
+    prefix = f"{phase}/" if phase else ""
+    return [_check(case, hosts, prefix) for case in root.iter("testcase")]
 
 
-def _check(case: ET.Element, hosts: Sequence[str]) -> Check:
+def _check(case: ET.Element, hosts: Sequence[str], prefix: str) -> Check:
     module, cls = _split_classname(case.get("classname", ""))
     name, host = _split_host(case.get("name", ""), hosts)
-    check_id = "::".join(p for p in (f"{module}.py", cls, name) if p)
+    check_id = "::".join(p for p in (f"{prefix}{module}.py", cls, name) if p)
     outcomes = [(_OUTCOMES[child.tag], child) for child in case if child.tag in _OUTCOMES]
     result, message = "pass", ""
     if outcomes:

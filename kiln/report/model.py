@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 ENTRY_RESULTS = ("pass", "fail", "error", "not-run")
 CHECK_RESULTS = ("pass", "fail", "error", "skip")
-# Worst first: a matrix cell or a run takes the worst result of its parts.
+# A matrix cell takes the worst result over its hosts; higher is worse.
 _SEVERITY = {"error": 4, "fail": 3, "not-run": 2, "pass": 1, "skip": 0}
 
 
@@ -30,6 +30,10 @@ class Check:
     host: str = ""
     message: str = ""
     seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.result not in CHECK_RESULTS:
+            raise ValueError(f"check {self.id}: result {self.result!r} is not one of {CHECK_RESULTS}")
 
     @property
     def suite(self) -> str:

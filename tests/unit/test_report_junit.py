@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 from report_samples import FAIL_MESSAGE, NOT_RUN_REASON, passing_entry, sample_run
 
 from kiln.report.junit import render_junit
-from kiln.report.model import Entry
+from kiln.report.model import Check, Entry
 
 
 def _suites(run) -> dict[str, ET.Element]:
@@ -65,6 +65,14 @@ def test_stage_failures_and_kiln_errors_are_testcases() -> None:
     (error,) = suites["debian-12-qemu cluster 3m"].findall("testcase")
     assert error.find("error").get("message") == "vagrant up failed"
     assert suites["debian-12-qemu cluster 3m"].get("errors") == "1"
+
+
+def test_phase_folders_become_dotted_class_names() -> None:
+    run = sample_run()
+    run.entries = [passing_entry()]
+    run.entries[0].checks = [Check("bake/test_hygiene.py::test_no_ssh_host_keys", "pass", "debian-12-qemu")]
+    (case,) = _suites(run)["debian-12-qemu"].findall("testcase")
+    assert case.get("classname") == "debian-12-qemu.bake.test_hygiene"
 
 
 def test_rendering_is_deterministic() -> None:

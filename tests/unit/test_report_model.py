@@ -51,6 +51,11 @@ def test_a_check_error_fails_the_entry_and_a_skip_does_not() -> None:
     assert entry.result == "fail"
 
 
+def test_a_check_result_must_be_known() -> None:
+    with pytest.raises(ValueError, match="'passed' is not one of"):
+        Check("test_x.py::test_y", "passed")
+
+
 def test_run_verdict() -> None:
     run = sample_run()
     assert run.verdict == "fail"
@@ -198,6 +203,12 @@ def test_checks_from_real_testinfra_junit(testinfra_junit: Path) -> None:
 def test_without_known_hosts_the_host_keeps_the_parameters(testinfra_junit: Path) -> None:
     hosts = {c.host for c in checks_from_junit(testinfra_junit) if c.id == "test_demo.py::test_pkg"}
     assert hosts == {"node-1-zookeeper", "node-1-docker", "node-2-zookeeper", "node-2-docker"}
+
+
+def test_phase_keeps_bake_and_boot_checks_apart(testinfra_junit: Path) -> None:
+    ids = {c.id for c in checks_from_junit(testinfra_junit, hosts=["node-1"], phase="bake")}
+    assert "bake/test_demo.py::test_ok" in ids and "bake/test_demo.py::TestThing::test_skip" in ids
+    assert all(i.startswith("bake/test_demo.py::") for i in ids)
 
 
 def test_junit_with_failure_and_teardown_error_takes_the_worst(tmp_path: Path) -> None:
