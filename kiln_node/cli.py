@@ -1,7 +1,9 @@
-"""Command line: `kiln-node apply SPEC.json [--root DIR] [--dry-run]`, `kiln-node validate SPEC.json`.
+"""Command line: `kiln-node apply SPEC.json [--root DIR] [--dry-run]`, `kiln-node validate SPEC.json`,
+`kiln-node status [--json]`.
 
 Exit codes: 0 done, 1 the node could not be configured (a service action failed, a file could
-not be written, unreadable image manifest), 2 the spec is wrong (nothing was written).
+not be written, unreadable image manifest), 2 the spec is wrong (nothing was written);
+status: 0 every service of the role is ready, 3 some are not yet, 1 nothing applied yet.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from kiln_node import __version__, apply, render, services
+from kiln_node import __version__, apply, render, services, status
 from kiln_node import spec as specmod
 
 EPILOG = """\
 apply writes the config files of the node's role under --root (default /) and, when the root
 is /, enables and starts (or restarts) exactly the services whose config changed. With another
 --root, systemd is left alone and the actions are printed. A second apply of the same spec
-changes nothing. Exit codes: 0 done, 1 failed, 2 bad spec (nothing written)."""
+changes nothing. Exit codes: 0 done, 1 failed, 2 bad spec (nothing written).
+status probes each service of the applied role (ZooKeeper srvr, Mesos /state, Marathon /ping,
+systemd for the rest): exit 0 all ready, 3 not yet, 1 no spec applied."""
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,11 +37,16 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--dry-run", action="store_true", help="print what would change, write and run nothing")
     v = sub.add_parser("validate", help="check a node spec and print its problems")
     v.add_argument("spec", metavar="SPEC.json")
+    s = sub.add_parser("status", help="probe the services of the applied role: ready or not, and why")
+    s.add_argument("--json", action="store_true", help="print the status as JSON (what kiln reads)")
+    s.add_argument("--root", default="/", help="read the applied state under this directory")
     return p
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "status":
+        return status.print_status(os.path.abspath(args.root), args.json, sys.stdout)
     try:
         spec = _load(args.spec)
     except specmod.SpecError as exc:
