@@ -9,6 +9,7 @@ from kiln import app
 from kiln import doctor as doctor_mod
 from kiln.cli import COMMON_HELP, config_from, handle_errors, say, split_csv
 from kiln.paths import Paths
+from kiln.tasks_report import report
 
 SELECT_HELP = {
     "target": "Target name(s) from config.json `targets`, comma separated or repeated "
@@ -116,21 +117,122 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
     "target": "Target whose built image to boot (default: debian-12).",
     "builder": "Builder that made it (boot tests run qcow2 images: qemu).",
     "accel": "QEMU accelerator: auto (probe), kvm or tcg.",
+    "cluster": "Instead of booting an image: test every machine of this Vagrant cluster (invoke up), "
+               "each for its role, in parallel.",
     "quiet": "Keep only the summary; testinfra output still goes to build/logs/.",
 })
 @handle_errors
 def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile="", accel="",
-         quiet=False):
-    """Boot a built image, apply a standalone node spec, run the testinfra suites (JUnit XML)."""
+         cluster="", quiet=False):
+    """Verify with the testinfra suites: a booted image (standalone node spec) or a cluster."""
+    paths = Paths()
+    if cluster:
+        from kiln.cluster import verify
+
+        found, passed, report = verify(paths, cluster, quiet=quiet)
+        say(f"{found.name}: {'PASSED' if passed else 'FAILED'} on {len(found.machines)} machine(s); "
+            f"report: {report}")
+        if not passed:
+            raise Exit(code=1)
+        return
     from kiln.boottest import boot_test
 
-    paths = Paths()
     cfg = config_from(config, set_, profile, paths)
     result = boot_test(cfg, paths, target, builder, accel=accel or None, quiet=quiet)
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in result.seconds.items())
     say(f"{result.pair}: {'PASSED' if result.passed else 'FAILED'} ({timings}); report: {result.report}")
     if not result.passed:
         raise Exit(code=1)
+
+
+CLUSTER_HELP = {"cluster": "Cluster name (a directory under build/vagrant/; default: the only one "
+                           "with machines)."}
+
+
+@task(iterable=COMMON, help={
+    **COMMON_HELP,
+    "shape": "1 (one standalone node), Nm (N masters) or NmMa (N masters, M agents), e.g. 3m2a "
+             "(default: cluster.default_shape).",
+    "name": "Cluster name (default: <cluster.name>-<shape>, e.g. kiln-3m2a).",
+    "provider": "Vagrant provider: libvirt or virtualbox (default: trial.provider).",
+    "accel": "libvirt domain type: auto (probe whether KVM runs a guest), kvm or tcg.",
+    "timeout": "Seconds to wait for the cluster to be ready after the machines are up (default 900).",
+    "quiet": "Keep Vagrant's output in build/logs/ only.",
+})
+@handle_errors
+def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, config=None, set_=None,
+       profile=""):
+    """Bring up a Vagrant cluster of the given shape and wait until it is ready."""
+    from kiln import cluster as cluster_mod
+
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    result, ready, seconds = cluster_mod.up(cfg, paths, shape or cfg["cluster"]["default_shape"],
+                                            name=name or None, provider=provider or None,
+                                            accel=accel or None, timeout=float(timeout), quiet=quiet)
+    say(f"\n{result.name}: READY in {seconds['total']:.0f}s (machines {seconds['vagrant up']:.0f}s, "
+        f"services {seconds['ready']:.0f}s): {ready.line()}")
+    for machine in result.machines:
+        ip = machine["ip"]
+        ui = f"Mesos http://{ip}:5050  Marathon http://{ip}:8080" if machine["role"] != "agent" \
+            else f"agent http://{ip}:5051"
+        say(f"  {machine['name']:<8} {machine['role']:<10} {ip:<15} {ui}")
+    say(f"next: invoke status --cluster {result.name} | invoke ssh NODE | invoke test --cluster "
+        f"{result.name} | invoke down --destroy --cluster {result.name}")
+
+
+@task(help=CLUSTER_HELP)
+@handle_errors
+def status(c, cluster=""):
+    """Machines of a cluster: Vagrant state, role, address and readiness of their services."""
+    from kiln import cluster as cluster_mod
+    from kiln.table import format_table
+
+    found, rows, overall = cluster_mod.status(Paths(), cluster or None)
+    say(f"cluster {found.name} ({found.directory})")
+    say(format_table(["machine", "role", "ip", "state", "services"],
+                     [[r.name, r.role, r.ip, r.state, r.ready] for r in rows]))
+    if overall is not None:
+        say(f"{'READY' if overall.ready else 'NOT READY'}: {overall.line()}")
+
+
+@task(help={**CLUSTER_HELP, "node": "Machine name, e.g. m1 or a2 (invoke ssh m1).",
+            "command": "Run this command instead of an interactive shell."})
+@handle_errors
+def ssh(c, node, cluster="", command=""):
+    """Log in to a cluster machine (vagrant ssh)."""
+    from kiln import cluster as cluster_mod
+
+    if node.startswith("-"):  # invoke hands `invoke ssh --help` over as the machine name
+        from kiln.errors import UserError
+
+        raise UserError("usage: invoke ssh NODE [--cluster NAME] [--command CMD]",
+                        "`invoke --help ssh` explains the options, `invoke status` lists the machines")
+    code = cluster_mod.ssh(Paths(), cluster or None, node, command or None)
+    if code:
+        raise Exit(code=code)
+
+
+@task(name="ssh-config", help=CLUSTER_HELP)
+@handle_errors
+def ssh_config(c, cluster=""):
+    """Print an ssh_config with one Host block per machine (for ssh -F and testinfra)."""
+    from kiln import cluster as cluster_mod
+
+    found = cluster_mod.load(Paths(), cluster or None)
+    path = cluster_mod.write_ssh_config(found)
+    say(path.read_text(encoding="utf-8").rstrip())
+    say(f"# written to {path}: ssh -F {path} {found.machines[0]['name']}")
+
+
+@task(help={**CLUSTER_HELP, "destroy": "Destroy the machines and the cluster directory (default: halt)."})
+@handle_errors
+def down(c, cluster="", destroy=False):
+    """Halt a cluster's machines, or destroy them with --destroy."""
+    from kiln import cluster as cluster_mod
+
+    found = cluster_mod.down(Paths(), cluster or None, destroy)
+    say(f"{found.name}: {'destroyed' if destroy else 'halted'}")
 
 
 @task(iterable=["target"], help={"target": "Target(s) to pin (default: every target with an image)."})
@@ -151,4 +253,5 @@ def clean(c, all=False):
         say(f"removed {path}")
 
 
-ns = Collection(render, validate, build, base, test, doctor, pin, clean)
+ns = Collection(render, validate, build, base, test, up, status, ssh, ssh_config, down, report, doctor,
+                pin, clean)

@@ -73,8 +73,8 @@ def validate(config: Config, paths: Paths, targets: Sequence[str] = (),
     say("==> shellcheck: provision/")
     for check in shellcheck_checks(paths):
         summary.add(check)
-    say(f"==> vagrant validate: {len(result.vagrant)} cluster Vagrantfile(s)")
-    for check in vagrant_checks(result.vagrant, paths):
+    say(f"==> vagrant validate: the trial Vagrantfile and {len(result.vagrant)} cluster Vagrantfile(s)")
+    for check in vagrant_checks([paths.root, *result.vagrant], paths):
         summary.add(check)
     return summary
 

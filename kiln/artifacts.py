@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,13 @@ def artifact_files(staging: Path) -> dict[str, dict[str, Any]]:
             continue
         out[rel] = {"sha256": sha256_of(path), "bytes": path.stat().st_size}
     return out
+
+
+def box_version(project_version: str, when: float | None = None) -> str:
+    """project version + UTC build time: every build is a new box version, so Vagrant adds a
+    rebuilt box instead of booting the stale one it already has under the same version."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(time.time() if when is None else when))
+    return f"{project_version}.{stamp}"
 
 
 def box_catalog(box_name: str, version: str, provider: str, box: Path, checksum: str) -> dict[str, Any]:

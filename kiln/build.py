@@ -25,6 +25,7 @@ from kiln.artifacts import (
     METADATA,
     artifact_files,
     box_catalog,
+    box_version,
     publish,
     write_json,
 )
@@ -89,7 +90,10 @@ def _ensure_source(config: Config, pair: Pair, paths: Paths, force_base: bool) -
 
 
 def build_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions, *,
-               quiet: bool = False, force_base: bool = False) -> BuildResult:
+               quiet: bool = False, force_base: bool = False,
+               after_packer: Callable[[Path], None] | None = None) -> BuildResult:
+    """`after_packer(staging)` runs once Packer succeeded, before metadata and publish (the
+    AMI builds use it to finish the images in AWS and record their ids)."""
     problems = component_problems(config, pair)
     if problems:
         raise UserError(f"{pair.name} cannot be built as configured:\n  - " + "\n  - ".join(problems))
@@ -131,6 +135,8 @@ def build_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions,
                 quiet=quiet, env={"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"})
 
         stages.run("packer build", packer_build)
+        if after_packer is not None:
+            stages.run("after packer", lambda: after_packer(staging))
         stages.run("metadata", lambda: _write_metadata(config, pair, staging, stages,
                                                         options.git_revision))
         ok = True
@@ -155,7 +161,7 @@ def _write_metadata(config: Config, pair: Pair, staging: Path, stages: Stages,
     box = staging / f"{pair.name}.box"
     if box.exists() and pair.builder.vagrant_provider:
         final_box = staging.parent / pair.name / box.name
-        catalog = box_catalog(config["trial"]["box_name"], config["project"]["version"],
+        catalog = box_catalog(config["trial"]["box_name"], box_version(config["project"]["version"]),
                               pair.builder.vagrant_provider, final_box, files[box.name]["sha256"])
         write_json(staging / CATALOG, catalog)
     write_json(staging / METADATA, {

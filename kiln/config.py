@@ -213,6 +213,10 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         if name not in targets:
             problems.append(f"$.build.targets[{i}]: expected a key of $.targets "
                             f"({', '.join(sorted(targets))}), got {_short(name)}")
+    trial_target = data.get("trial", {}).get("target")
+    if isinstance(trial_target, str) and trial_target and trial_target not in targets:
+        problems.append(f"$.trial.target: expected a key of $.targets ({', '.join(sorted(targets))}), "
+                        f"got {_short(trial_target)}")
     cluster = data.get("cluster", {})
     shapes = cluster.get("shapes", [])
     for i, text in enumerate(shapes):

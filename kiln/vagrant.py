@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from kiln.boxes import Box
 from kiln.config import Config
 from kiln.paths import Paths
 from kiln.runner import capture, run
@@ -33,12 +34,18 @@ class ClusterFiles:
     files: dict[str, str]
 
 
-def cluster_data(config: Config, shape: Shape, paths: Paths, driver: str) -> dict[str, Any]:
-    cluster = config["cluster"]
+def cluster_data(config: Config, shape: Shape, paths: Paths, *, driver: str, box: Box,
+                 name: str | None = None) -> dict[str, Any]:
+    """What vagrant/kiln.rb reads from kiln-cluster.json (the trial builds the same in Ruby)."""
+    cluster = dict(config["cluster"])
+    if name:
+        cluster["name"] = name
     trial = config["trial"]
     machines = []
     for spec in node_specs(shape, cluster):
         sizing = cluster[spec["role"]]
+        if spec["role"] == "standalone":
+            spec["name"] = trial["vm_name"]
         machines.append({
             "name": spec["name"],
             "ip": spec["ip"],
@@ -47,27 +54,34 @@ def cluster_data(config: Config, shape: Shape, paths: Paths, driver: str) -> dic
             "memory_mb": sizing["memory_mb"],
             "spec": spec,
         })
-    debian = config["targets"].get("debian-12", {})
+    user = config["targets"].get(trial["target"], {}).get("ssh_username", "vagrant")
     return {
-        "name": f"{cluster['name']}-{shape.name}",
+        "name": name or f"{cluster['name']}-{shape.name}",
         "shape": shape.name,
-        "box": {"name": trial["box_name"], "url": trial["box_url"]},
-        "ssh": {"username": debian.get("ssh_username", "vagrant"),
-                "private_key": str(paths.keys / "kiln_ed25519")},
+        "box": box.as_json(),
+        "ssh": {"username": user, "private_key": str(paths.keys / "kiln_ed25519")},
         "libvirt": {"driver": driver},
+        # A standalone node waits for its own services in the provisioner; cluster members
+        # cannot (with a sequential provider the first master would wait for peers not yet
+        # created), so `invoke up` waits for them from the host.
+        "wait_ready": shape.standalone,
         "machines": machines,
     }
 
 
-def render_cluster(config: Config, shape_text: str, paths: Paths, driver: str = "qemu") -> ClusterFiles:
+def render_cluster(config: Config, shape_text: str, paths: Paths, *, driver: str = "qemu",
+                   box: Box | None = None, name: str | None = None) -> ClusterFiles:
     shape = parse_shape(shape_text)
-    data = cluster_data(config, shape, paths, driver)
+    if box is None:  # rendering for validation only: any box name will do
+        box = Box(config["trial"]["box_name"], "", config["trial"]["box_url"], False)
+    data = cluster_data(config, shape, paths, driver=driver, box=box, name=name)
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(paths.vagrant_templates)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
     )
-    vagrantfile = env.get_template("Vagrantfile.j2").render(cluster=data["name"], shape=shape.name)
+    vagrantfile = env.get_template("Vagrantfile.j2").render(
+        cluster=data["name"], shape=shape.name, library=str(paths.vagrant_templates / "kiln.rb"))
     files = {
         "Vagrantfile": vagrantfile,
         "kiln-cluster.json": json.dumps(data, indent=2, sort_keys=True) + "\n",

@@ -11,7 +11,7 @@ from kiln.runner import Result, run
 
 
 def run_suites(paths: Paths, *, ssh_config: Path, hosts: Sequence[str], phase: str, report: Path,
-               role: str = "standalone", log: Path | None = None, quiet: bool = False,
+               role: str = "auto", log: Path | None = None, quiet: bool = False,
                extra: Sequence[str] = ()) -> Result:
     """pytest tests/infra over SSH; JUnit XML in `report`. Never raises on failing checks."""
     report.parent.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,9 @@
 
     pytest tests/infra --hosts=ssh://NAME --ssh-config=FILE --kiln-phase=bake|boot [--kiln-role=R]
 
+With several hosts (a cluster) each one is checked for its own role, read from its
+/etc/kiln/node.json (`--kiln-role=auto`, the default).
+
 Phase `bake` checks an image right after provisioning (services installed and disabled,
 hygiene); phase `boot` checks a node after `kiln-node apply` (services running and doing
 their job). Each suite checks only components listed in the image's
@@ -21,8 +24,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("kiln")
     group.addoption("--kiln-phase", choices=("bake", "boot"), default="boot",
                     help="bake: fresh image, services disabled; boot: node spec applied")
-    group.addoption("--kiln-role", choices=("standalone", "master", "agent"), default="standalone",
-                    help="the node's role (boot phase)")
+    group.addoption("--kiln-role", choices=("auto", "standalone", "master", "agent"), default="auto",
+                    help="the node's role (boot phase); auto: each host's /etc/kiln/node.json")
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +33,31 @@ def phase(request: pytest.FixtureRequest) -> str:
     return str(request.config.getoption("--kiln-phase"))
 
 
-@pytest.fixture(scope="session")
-def role(request: pytest.FixtureRequest) -> str:
-    return str(request.config.getoption("--kiln-role"))
+@pytest.fixture(scope="module")
+def node_spec(host: Any, phase: str) -> dict[str, Any] | None:
+    """The node spec kiln-node applied on this host (boot phase), None before any."""
+    if phase != "boot":
+        return None
+    out = host.run("sudo cat /etc/kiln/node.json")
+    return json.loads(out.stdout) if out.rc == 0 and out.stdout.strip() else None
+
+
+@pytest.fixture(scope="module")
+def role(request: pytest.FixtureRequest, node_spec: dict[str, Any] | None) -> str:
+    given = str(request.config.getoption("--kiln-role"))
+    if given != "auto":
+        return given
+    return str(node_spec["role"]) if node_spec else "standalone"
+
+
+def boot_only(phase: str) -> None:
+    if phase != "boot":
+        pytest.skip("a boot-phase check (the node spec is applied at boot)")
+
+
+def for_roles(role: str, *roles: str) -> None:
+    if role not in roles:
+        pytest.skip(f"not a check for role {role} (only {', '.join(roles)})")
 
 
 @pytest.fixture(scope="module")

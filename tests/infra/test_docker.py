@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from conftest import require, unit_active, unit_enabled
+from conftest import boot_only, for_roles, require, unit_active, unit_enabled
 
 
 def test_installed_and_disabled_when_baked(host, components, phase) -> None:
@@ -18,8 +18,8 @@ def test_installed_and_disabled_when_baked(host, components, phase) -> None:
 
 def test_runs_a_container_from_a_local_rootfs(host, components, phase, role) -> None:
     require(components, "docker")
-    if phase != "boot" or role == "master":
-        return
+    boot_only(phase)
+    for_roles(role, "standalone", "agent")
     assert unit_active(host, "docker")
     build = host.run(
         "set -e; d=$(mktemp -d); mkdir -p $d/bin; cp /bin/busybox $d/bin/ 2>/dev/null "

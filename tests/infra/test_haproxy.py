@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import require, unit_enabled
+from conftest import boot_only, for_roles, require, unit_enabled
 
 
 def test_haproxy_and_bridge_installed(host, components, phase) -> None:
@@ -20,8 +20,8 @@ def test_routes_by_host_header_to_a_backend(host, components, phase, role) -> No
     """Boot phase: the bridge renders a vhost config, haproxy -c accepts it, and a real
     HAProxy in the guest routes by Host header to a guest-local HTTP backend."""
     require(components, "haproxy")
-    if phase != "boot" or role == "agent":
-        return
+    boot_only(phase)
+    for_roles(role, "standalone", "master")
     script = r"""
 set -e
 d=$(mktemp -d)

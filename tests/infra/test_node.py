@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import require
+from conftest import boot_only, require
 
 
 def test_kiln_node_runs(host, components) -> None:
@@ -14,8 +14,7 @@ def test_kiln_node_runs(host, components) -> None:
 
 def test_second_apply_changes_nothing(host, components, phase) -> None:
     require(components, "node")
-    if phase != "boot":
-        return
+    boot_only(phase)
     out = host.run("sudo kiln-node apply /etc/kiln/node.json")
     assert out.rc == 0, out.stderr
     assert "no change" in out.stdout.lower()

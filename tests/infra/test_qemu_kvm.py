@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import require
+from conftest import boot_only, require
 
 
 def test_qemu_and_bridge_config(host, components) -> None:
@@ -14,6 +14,5 @@ def test_qemu_and_bridge_config(host, components) -> None:
 
 def test_br0_exists_at_boot(host, components, phase) -> None:
     require(components, "qemu-kvm")
-    if phase != "boot":
-        return
+    boot_only(phase)
     assert host.interface("br0").exists

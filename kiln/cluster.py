@@ -1,0 +1,313 @@
+"""Vagrant clusters: `invoke up`, `status`, `ssh`, `ssh-config`, `down`.
+
+A cluster lives in build/vagrant/<name>/ (Vagrantfile + kiln-cluster.json, rendered by
+kiln.vagrant; Vagrant's own state in .vagrant/). `up` checks that the shape fits the host,
+picks the box and the libvirt driver, brings every machine up at once where the provider
+can (libvirt), each machine applying its node spec, then waits from the host until the
+cluster is ready (kiln.readiness) or says which node and service are not.
+
+python-vagrant answers the questions (status, ssh-config); the long or interruptible steps
+(up, halt, destroy) go through kiln.runner like every other external program.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiln import accel as accel_mod
+from kiln import boxes, capacity, sshconfig
+from kiln.cli import say
+from kiln.config import Config
+from kiln.errors import Interrupted, KilnError, UserError
+from kiln.keys import ensure_build_key
+from kiln.paths import Paths
+from kiln.readiness import NodeReport, Verdict, verdict
+from kiln.runner import run, which
+from kiln.shapes import parse_shape
+from kiln.vagrant import VAGRANT_HINT, render_cluster, write_cluster
+
+NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+CLUSTER_FILE = "kiln-cluster.json"
+SSH_CONFIG = "ssh_config"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    directory: Path
+    data: dict[str, Any]
+
+    @property
+    def machines(self) -> list[dict[str, Any]]:
+        return list(self.data["machines"])
+
+    @property
+    def ssh_config(self) -> Path:
+        return self.directory / SSH_CONFIG
+
+    def roles(self) -> list[tuple[str, str]]:
+        return [(m["name"], m["role"]) for m in self.machines]
+
+
+def vagrant_env(provider: str | None = None) -> dict[str, str]:
+    env = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
+    if provider:
+        env["VAGRANT_DEFAULT_PROVIDER"] = provider
+    return env
+
+
+def clusters_dir(paths: Paths) -> Path:
+    return paths.build / "vagrant"
+
+
+def has_machines(directory: Path) -> bool:
+    return any(directory.glob(".vagrant/machines/*/*/id"))
+
+
+def load(paths: Paths, name: str | None) -> Cluster:
+    """The named cluster, or the only one with machines when no name is given."""
+    root = clusters_dir(paths)
+    if name:
+        directory = root / name
+        if not (directory / CLUSTER_FILE).exists():
+            known = sorted(p.parent.name for p in root.glob(f"*/{CLUSTER_FILE}"))
+            raise UserError(f"no cluster {name!r} in {root}",
+                            f"known: {', '.join(known) or 'none'}; create one with `invoke up --shape 3m`")
+    else:
+        live = sorted(p.parent for p in root.glob(f"*/{CLUSTER_FILE}") if has_machines(p.parent))
+        if not live:
+            raise UserError("no cluster has machines", "create one with `invoke up --shape 3m`")
+        if len(live) > 1:
+            raise UserError(f"several clusters have machines: {', '.join(p.name for p in live)}",
+                            "name one with --cluster NAME")
+        directory = live[0]
+    data = json.loads((directory / CLUSTER_FILE).read_text(encoding="utf-8"))
+    return Cluster(directory.name, directory, data)
+
+
+# -- up -------------------------------------------------------------------------------------------
+
+def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None,
+       provider: str | None = None, accel: str | None = None, timeout: float = 900,
+       quiet: bool = False) -> tuple[Cluster, Verdict, dict[str, float]]:
+    started = time.monotonic()
+    seconds: dict[str, float] = {}
+    try:
+        shape = parse_shape(shape_text)
+    except ValueError as exc:
+        raise UserError(f"--shape: {exc}") from None
+    if name is not None and not NAME.match(name):
+        raise UserError(f"--name {name!r}: expected 2-40 lower-case letters, digits and '-', "
+                        "starting with a letter")
+    provider = provider or config["trial"]["provider"]
+    box = boxes.resolve(config, paths, provider)
+    vagrant = which("vagrant", VAGRANT_HINT)
+    if provider == "virtualbox":
+        which("VBoxManage", "install VirtualBox, or use --provider libvirt")
+    files = render_cluster(config, shape.name, paths, box=box, name=name,
+                           driver=_libvirt_driver(config, paths, accel, provider))
+    memory = [m["memory_mb"] for m in json.loads(files.files[CLUSTER_FILE])["machines"]]
+    need = capacity.check_fits(shape.name, memory)
+    ensure_build_key(paths.build)
+    directory = write_cluster(files)
+    cluster = load(paths, directory.name)
+    say(f"==> {cluster.name}: {shape.nodes} machine(s) of shape {shape.name} with {provider} "
+        f"({need} MiB needed), box {box.name} {box.version or ''}".rstrip())
+    log = paths.logs / f"vagrant-{cluster.name}.log"
+    t0 = time.monotonic()
+    try:
+        run([vagrant, "up", "--provider", provider], step=f"vagrant up ({cluster.name})",
+            cwd=directory, env=vagrant_env(provider), log=log, quiet=quiet, timeout=3600)
+    except (KeyboardInterrupt, Interrupted):
+        say(f"==> {cluster.name}: interrupted: destroying the machines it created")
+        _destroy(cluster, log)
+        raise
+    seconds["vagrant up"] = round(time.monotonic() - t0, 1)
+    say(f"==> {cluster.name}: machines up after {seconds['vagrant up']:.0f}s; waiting until ready")
+    t1 = time.monotonic()
+    write_ssh_config(cluster)
+    result = wait_ready(cluster, timeout=timeout)
+    seconds["ready"] = round(time.monotonic() - t1, 1)
+    seconds["total"] = round(time.monotonic() - started, 1)
+    return cluster, result, seconds
+
+
+def _libvirt_driver(config: Config, paths: Paths, accel: str | None, provider: str) -> str:
+    if provider != "libvirt":
+        return "qemu"
+    probe = accel_mod.resolve(accel or config["build"]["accelerator"], paths.cache)
+    say(f"==> accelerator: {probe.accel} ({probe.reason})")
+    return accel_mod.libvirt_driver(probe.accel)
+
+
+# -- readiness ---------------------------------------------------------------------------------
+
+def node_report(cluster: Cluster, machine: str, role: str) -> NodeReport:
+    result = run(["ssh", "-F", str(cluster.ssh_config), machine, "sudo kiln-node status --json"],
+                 step=f"status of {machine}", quiet=True, check=False, timeout=60)
+    text = result.output
+    if result.returncode not in (0, 3) or "{" not in text:
+        last = text.strip().splitlines()[-1] if text.strip() else f"exit {result.returncode}"
+        return NodeReport(machine, role, None, last[:160])
+    try:
+        status = json.loads(text[text.index("{"):])
+    except ValueError:
+        return NodeReport(machine, role, None, "kiln-node status did not answer JSON")
+    return NodeReport(machine, role, status)
+
+
+def poll(cluster: Cluster) -> list[NodeReport]:
+    with ThreadPoolExecutor(max_workers=min(8, len(cluster.machines))) as pool:
+        return list(pool.map(lambda nr: node_report(cluster, *nr), cluster.roles()))
+
+
+def wait_ready(cluster: Cluster, *, timeout: float, interval: float = 5.0) -> Verdict:
+    started = time.monotonic()
+    last = ""
+    while True:
+        current = verdict(poll(cluster))
+        elapsed = time.monotonic() - started
+        line = current.line()
+        if line != last:
+            say(f"    [{elapsed:5.0f}s] {'ready' if current.ready else 'waiting'}: {line}")
+            last = line
+        if current.ready:
+            return current
+        if elapsed > timeout:
+            problems = "\n".join(f"  - {p}" for p in current.problems)
+            raise KilnError(f"cluster {cluster.name} not ready after {timeout:.0f}s:\n{problems}\n"
+                            f"  look closer: invoke ssh NODE -c 'sudo kiln-node status' --cluster "
+                            f"{cluster.name}")
+        time.sleep(interval)
+
+
+# -- the other tasks ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MachineState:
+    name: str
+    role: str
+    ip: str
+    state: str
+    ready: str  # "ready", "not ready: why", or "-" when not running
+
+
+def status(paths: Paths, name: str | None) -> tuple[Cluster, list[MachineState], Verdict | None]:
+    import vagrant as python_vagrant
+
+    cluster = load(paths, name)
+    which("vagrant", VAGRANT_HINT)
+    v = python_vagrant.Vagrant(str(cluster.directory), env=_full_env())
+    states = {s.name: s.state for s in v.status()}
+    running = [m for m in cluster.machines if states.get(m["name"]) == "running"]
+    reports: dict[str, NodeReport] = {}
+    overall = None
+    if running:
+        write_ssh_config(cluster, only=[m["name"] for m in running])
+        polled = poll(Cluster(cluster.name, cluster.directory, {**cluster.data, "machines": running}))
+        reports = {r.name: r for r in polled}
+        overall = verdict(polled)
+    rows = []
+    for m in cluster.machines:
+        report = reports.get(m["name"])
+        if report is None:
+            ready = "-"
+        elif report.status is None:
+            ready = f"no answer: {report.error}"
+        elif report.status.get("ready"):
+            ready = "ready"
+        else:
+            waiting = [u["unit"] for u in report.status.get("units", []) if not u.get("ready")]
+            ready = f"not ready: {', '.join(waiting)}"
+        rows.append(MachineState(m["name"], m["role"], m["ip"], states.get(m["name"], "unknown"), ready))
+    return cluster, rows, overall
+
+
+def write_ssh_config(cluster: Cluster, only: Sequence[str] | None = None) -> Path:
+    """One Host block per machine, from `vagrant ssh-config`, with a shared master connection
+    per host so testinfra's many commands stay cheap."""
+    import vagrant as python_vagrant
+
+    v = python_vagrant.Vagrant(str(cluster.directory), env=_full_env())
+    hosts = []
+    for machine in only if only is not None else [m["name"] for m in cluster.machines]:
+        fields = parse_ssh_config(v.ssh_config(vm_name=machine))
+        hosts.append(sshconfig.SshHost(machine, fields["hostname"], int(fields.get("port", "22")),
+                                       fields["user"], Path(fields["identityfile"].strip('"'))))
+    return sshconfig.write(cluster.ssh_config, hosts, control_dir=cluster.directory / ".ssh-control",
+                           persist="120s")
+
+
+def parse_ssh_config(text: str) -> dict[str, str]:
+    """The first Host block of an ssh_config as lower-cased key -> value."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.strip().split(None, 1)
+        if len(parts) != 2:
+            continue
+        key, value = parts[0].lower(), parts[1]
+        if key == "host" and fields:
+            break
+        fields.setdefault(key, value)
+    missing = [k for k in ("hostname", "user", "identityfile") if k not in fields]
+    if missing:
+        raise KilnError(f"vagrant ssh-config gave no {', '.join(missing)}: {text[:200]!r}")
+    return fields
+
+
+def down(paths: Paths, name: str | None, destroy: bool) -> Cluster:
+    cluster = load(paths, name)
+    log = paths.logs / f"vagrant-{cluster.name}.log"
+    if cluster.ssh_config.exists():
+        for machine in cluster.machines:
+            sshconfig.close_master(cluster.ssh_config, machine["name"])
+    if destroy:
+        _destroy(cluster, log)
+        shutil.rmtree(cluster.directory)
+    else:
+        run([which("vagrant", VAGRANT_HINT), "halt"], step=f"vagrant halt ({cluster.name})",
+            cwd=cluster.directory, env=vagrant_env(), log=log, timeout=900)
+    return cluster
+
+
+def _destroy(cluster: Cluster, log: Path) -> None:
+    run([which("vagrant", VAGRANT_HINT), "destroy", "-f"], step=f"vagrant destroy ({cluster.name})",
+        cwd=cluster.directory, env=vagrant_env(), log=log, timeout=900)
+
+
+def verify(paths: Paths, name: str | None, *, quiet: bool = False) -> tuple[Cluster, bool, Path]:
+    """The boot-phase testinfra suites on every machine at once, each checked for its role."""
+    from kiln.verify import run_suites
+
+    cluster = load(paths, name)
+    config = write_ssh_config(cluster)
+    report = paths.reports / f"{cluster.name}-cluster.xml"
+    result = run_suites(paths, ssh_config=config, hosts=[m["name"] for m in cluster.machines],
+                        phase="boot", role="auto", report=report, quiet=quiet,
+                        log=paths.logs / f"{cluster.name}-cluster-tests.log")
+    return cluster, result.returncode == 0, report
+
+
+def ssh(paths: Paths, name: str | None, node: str, command: str | None) -> int:
+    """An interactive `vagrant ssh` (a terminal, so not through the runner's pipes)."""
+    cluster = load(paths, name)
+    known = [m["name"] for m in cluster.machines]
+    if node not in known:
+        raise UserError(f"no machine {node!r} in cluster {cluster.name}", f"machines: {', '.join(known)}")
+    argv = [which("vagrant", VAGRANT_HINT), "ssh", node, *(["-c", command] if command else [])]
+    return subprocess.call(argv, cwd=cluster.directory, env=_full_env())
+
+
+def _full_env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, **vagrant_env()}

@@ -1,0 +1,69 @@
+"""Fixtures for the VM tests: the debian-12 box, and a network namespace with its own libvirtd
+in which every Vagrant machine, its networks and everything that talks to it live (the
+network rule: nothing a test starts is reachable from, or reaches, the host's networks)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from kiln import netns
+from kiln.paths import REPO_ROOT
+
+INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
+PAIR = "debian-12-qemu"
+ARTIFACT = REPO_ROOT / "build" / "artifacts" / PAIR
+CATALOG = ARTIFACT / "box-catalog.json"
+BOX_VOLUME_PREFIX = "kiln-VAGRANTSLASH-mesos-debian-12"
+
+
+@pytest.fixture(scope="session")
+def debian_box() -> Path:
+    """The box catalog of the debian-12 image; built here if an earlier test did not."""
+    if not CATALOG.exists():
+        started = time.monotonic()
+        build = subprocess.run([*INVOKE, "build", "--profile", "offline", "--target", "debian-12",
+                                "--builder", "qemu", "--quiet"], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=3600)
+        print(build.stdout[-3000:], build.stderr[-3000:])
+        print(f"build for the Vagrant tests took {time.monotonic() - started:.0f}s")
+        assert build.returncode == 0, build.stderr
+    return CATALOG
+
+
+@pytest.fixture(scope="session")
+def libvirt_ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.LibvirtNamespace]:
+    why = netns.problem()
+    if why is not None:
+        pytest.skip(f"Vagrant VM tests need their own libvirtd in a network namespace: {why}")
+    logs = REPO_ROOT / "build" / "logs" / "e2e-libvirt"
+    with netns.libvirt_namespace(f"kiln-e2e-{os.getpid()}", logs) as ns:
+        yield ns
+        for volume in ns.virsh("vol-list", "default").stdout.split():
+            if volume.startswith(BOX_VOLUME_PREFIX):  # boxes vagrant-libvirt uploaded for us
+                ns.virsh("vol-delete", "--pool", "default", volume)
+
+
+@pytest.fixture(scope="session")
+def vagrant_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A Vagrant home of the test session's own: boxes are added from the catalog afresh."""
+    home = tmp_path_factory.mktemp("vagrant.d")
+    return {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1",
+            "VAGRANT_NO_COLOR": "1", "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
+
+
+def run_in(ns: netns.LibvirtNamespace, argv: list[str], env: dict[str, str], *, cwd: Path = REPO_ROOT,
+           timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """A command inside the namespace, its output printed (pytest shows it on failure)."""
+    started = time.monotonic()
+    done = subprocess.run(ns.argv(argv), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+    print(f"$ {' '.join(argv)}  ({time.monotonic() - started:.0f}s, exit {done.returncode})")
+    print(done.stdout[-5000:], done.stderr[-3000:])
+    return done

@@ -1,0 +1,126 @@
+"""Vagrant with the debian-12 box, for real: the one-node trial (`vagrant up` at the repository
+root) and a three-master cluster (`invoke up --shape 3m`) whose ZooKeeper ensemble survives one
+lost master, refuses writes without a quorum and recovers with its data.
+
+Every machine runs under libvirt (TCG here: this host's KVM cannot run Linux guests) inside a
+network namespace the tests create; vagrant, ssh and kiln run inside it too (conftest.run_in).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import INVOKE, run_in
+
+from kiln.paths import REPO_ROOT
+
+pytestmark = [pytest.mark.vm, pytest.mark.slow]
+
+ZKCLI = "/usr/share/zookeeper/bin/zkCli.sh"
+
+
+def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box, tmp_path: Path) -> None:
+    env = {**vagrant_env, "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant")}
+    config = json.loads((REPO_ROOT / "config.json").read_text())["trial"]
+    try:
+        up = run_in(libvirt_ns, ["vagrant", "up"], env)
+        assert up.returncode == 0
+        # The provisioner applied the standalone spec and waited for the node's services.
+        assert f"kiln-node: {config['vm_name']} {config['ip_address']} = standalone node" in up.stdout
+        assert f"{config['vm_name']} {config['ip_address']} (standalone): READY" in up.stdout
+        assert f"kiln: {config['vm_name']} (standalone) is up at {config['ip_address']}" in up.stdout
+        assert f"Mesos       http://{config['ip_address']}:5050" in up.stdout
+        ssh_config = tmp_path / "ssh_config"
+        got = run_in(libvirt_ns, ["vagrant", "ssh-config"], env)
+        assert got.returncode == 0
+        ssh_config.write_text(got.stdout)
+        # The standalone suites, as `invoke test` runs them on a booted image.
+        suites = run_in(libvirt_ns, [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"),
+                                     "-p", "no:cacheprovider", "-q", "-rfEs",
+                                     f"--hosts=ssh://{config['vm_name']}", f"--ssh-config={ssh_config}",
+                                     "--kiln-phase=boot",
+                                     f"--junitxml={REPO_ROOT / 'build' / 'reports' / 'vagrant-trial.xml'}"],
+                        env, timeout=1200)
+        assert suites.returncode == 0
+        # The machine really is on the trial's private address (inside the namespace).
+        addr = run_in(libvirt_ns, ["vagrant", "ssh", "-c", "ip -4 -o addr show"], env)
+        assert f"inet {config['ip_address']}/24" in addr.stdout
+    finally:
+        destroyed = run_in(libvirt_ns, ["vagrant", "destroy", "-f"], env)
+    assert destroyed.returncode == 0
+    assert libvirt_ns.virsh("list", "--all", "--name").stdout.split() == []
+
+
+class Ensemble:
+    """Talk to the cluster's ZooKeeper through zkCli.sh on its masters (inside the namespace)."""
+
+    def __init__(self, ns, env: dict[str, str], directory: Path) -> None:
+        self.ns, self.env, self.directory = ns, env, directory
+
+    def on(self, node: str, command: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return run_in(self.ns, ["ssh", "-F", str(self.directory / "ssh_config"), node, command], self.env,
+                      timeout=timeout)
+
+    def zk(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
+        # Without a quorum the client retries forever: bound it, a refusal is what we look for.
+        words = " ".join(shlex.quote(a) for a in args)
+        return self.on(node, f"timeout 90 {ZKCLI} -server 127.0.0.1:2181 {words} 2>&1")
+
+    def read(self, node: str, path: str) -> str | None:
+        out = self.zk(node, "get", path)
+        lines = [ln for ln in out.stdout.splitlines() if ln and not ln.startswith(("WATCHER", "WatchedEvent",
+                                                                                    "SLF4J", "log4j"))]
+        return lines[-1] if out.returncode == 0 and lines else None
+
+    def vagrant(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_in(self.ns, ["vagrant", *args], self.env, cwd=self.directory)
+
+
+def test_three_masters_form_an_ensemble_that_keeps_and_loses_quorum(libvirt_ns, vagrant_env,
+                                                                   debian_box) -> None:
+    name = "kiln-e2e-3m"
+    directory = REPO_ROOT / "build" / "vagrant" / name
+    up = [*INVOKE, "up", "--shape", "3m", "--name", name, "--accel", "tcg", "--quiet", "--timeout", "900"]
+    try:
+        first = run_in(libvirt_ns, up, vagrant_env)
+        assert first.returncode == 0
+        assert f"{name}: READY" in first.stdout and "zookeeper: 3/3 serving, leader m" in first.stdout
+        zk = Ensemble(libvirt_ns, vagrant_env, directory)
+
+        # Written on node 1, read on node 3.
+        assert zk.zk("m1", "create", "/kiln-e2e", "v1").returncode == 0
+        assert zk.read("m3", "/kiln-e2e") == "v1"
+
+        # One master down: the other two are a quorum and still serve reads and writes.
+        assert zk.vagrant("halt", "m3").returncode == 0
+        assert zk.zk("m1", "set", "/kiln-e2e", "v2").returncode == 0
+        assert zk.read("m2", "/kiln-e2e") == "v2"
+
+        # Two down: no quorum, the last one refuses writes.
+        assert zk.vagrant("halt", "m2").returncode == 0
+        refused = zk.zk("m1", "set", "/kiln-e2e", "v3")
+        assert refused.returncode != 0 or "ConnectionLoss" in refused.stdout, refused.stdout
+        status = run_in(libvirt_ns, [*INVOKE, "status", "--cluster", name], vagrant_env)
+        assert "NOT READY" in status.stdout and "m1: zookeeper: not serving" in status.stdout
+
+        # Both back (`invoke up` again starts halted machines and waits): data intact.
+        again = run_in(libvirt_ns, up, vagrant_env)
+        assert again.returncode == 0 and f"{name}: READY" in again.stdout
+        assert zk.read("m3", "/kiln-e2e") == "v2"
+        assert zk.read("m2", "/kiln-e2e") == "v2"
+
+        # Every master passes its role's suites (in parallel, one worker per machine).
+        tested = run_in(libvirt_ns, [*INVOKE, "test", "--cluster", name], vagrant_env)
+        assert tested.returncode == 0
+        assert f"{name}: PASSED on 3 machine(s)" in tested.stdout
+    finally:
+        if directory.exists():
+            down = run_in(libvirt_ns, [*INVOKE, "down", "--destroy", "--cluster", name], vagrant_env)
+            assert down.returncode == 0
+    assert not directory.exists()
+    assert libvirt_ns.virsh("list", "--all", "--name").stdout.split() == []

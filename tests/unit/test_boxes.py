@@ -1,0 +1,91 @@
+"""Box choice: a box built here (its catalog) wins over trial.box_url; none at all is a clear
+error. The trial Vagrantfile makes the same choice in Ruby (vagrant/kiln.rb): both are run
+here on the same trees and must agree, spec included."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from kiln import boxes
+from kiln.artifacts import box_catalog, box_version
+from kiln.config import load_config
+from kiln.errors import UserError
+from kiln.paths import Paths
+from kiln.vagrant import render_cluster
+
+needs_ruby = pytest.mark.skipif(shutil.which("ruby") is None,
+                                reason="ruby is not installed (it comes with Debian's vagrant package)")
+
+
+def _catalog(tree: Paths, provider: str = "libvirt", builder: str = "qemu") -> Path:
+    directory = tree.artifacts / f"debian-12-{builder}"
+    directory.mkdir(parents=True)
+    box = directory / f"debian-12-{builder}.box"
+    box.write_bytes(b"box")
+    path = directory / "box-catalog.json"
+    path.write_text(json.dumps(box_catalog("kiln/mesos-debian-12", "0.1.0.20261123120000", provider, box,
+                                           "0" * 64)))
+    return path
+
+
+def test_a_locally_built_box_is_used_through_its_catalog(tree: Paths) -> None:
+    path = _catalog(tree)
+    box = boxes.resolve(load_config(tree), tree, "libvirt")
+    assert box == boxes.Box("kiln/mesos-debian-12", "0.1.0.20261123120000", path.as_uri(), True)
+
+
+def test_without_a_local_box_the_configured_url_is_used(tree: Paths) -> None:
+    cfg = load_config(tree, sets=["trial.box_url=https://boxes.example.org/kiln.json"])
+    assert boxes.resolve(cfg, tree, "libvirt") == boxes.Box("kiln/mesos-debian-12", "",
+                                                            "https://boxes.example.org/kiln.json", False)
+
+
+def test_no_box_at_all_says_how_to_get_one(tree: Paths) -> None:
+    with pytest.raises(UserError) as caught:
+        boxes.resolve(load_config(tree), tree, "virtualbox")
+    assert "no virtualbox box: nothing built at" in str(caught.value)
+    assert "invoke build --target debian-12 --builder virtualbox" in str(caught.value)
+
+
+def test_every_build_gets_its_own_box_version() -> None:
+    assert box_version("0.1.0", 0) == "0.1.0.19700101000000"
+    assert box_version("0.1.0", 1795000000) == "0.1.0.20261118110640"
+
+
+def _ruby_trial(tree: Paths, *argv: str, env: dict[str, str] | None = None) -> dict:
+    script = (f"require {json.dumps(str(tree.vagrant_templates / 'kiln.rb'))}; "
+              f"puts JSON.generate(Kiln.trial({json.dumps(str(tree.root))}, ARGV, ENV.to_h))")
+    done = subprocess.run(["ruby", "-e", script, "--", *argv], capture_output=True, text=True, check=True,
+                          env={"PATH": "/usr/bin:/bin", "KILN_LIBVIRT_DRIVER": "qemu", **(env or {})})
+    return json.loads(done.stdout)
+
+
+@needs_ruby
+def test_the_trial_vagrantfile_and_shape_1_describe_the_same_node(tree: Paths) -> None:
+    _catalog(tree)
+    cfg = load_config(tree)
+    python = json.loads(render_cluster(cfg, "1", tree, box=boxes.resolve(cfg, tree, "libvirt"))
+                        .files["kiln-cluster.json"])
+    ruby = _ruby_trial(tree)
+    assert ruby["box"] == python["box"]
+    assert ruby["ssh"] == python["ssh"]
+    assert ruby["wait_ready"] is python["wait_ready"] is True
+    (rm,), (pm,) = ruby["machines"], python["machines"]
+    assert rm["spec"] == pm["spec"]
+    assert {k: rm[k] for k in ("name", "ip", "role")} == {k: pm[k] for k in ("name", "ip", "role")}
+    assert (rm["cpus"], rm["memory_mb"]) == (cfg["trial"]["cpus"], cfg["trial"]["memory_mb"])
+
+
+@needs_ruby
+def test_the_trial_picks_the_box_of_the_provider_it_runs_with(tree: Paths) -> None:
+    _catalog(tree)
+    vbox = _catalog(tree, "virtualbox", "virtualbox")
+    assert _ruby_trial(tree, "up", "--provider", "virtualbox")["box"]["url"] == vbox.as_uri()
+    assert _ruby_trial(tree, "up", "--provider=virtualbox")["box"]["url"] == vbox.as_uri()
+    assert _ruby_trial(tree, env={"VAGRANT_DEFAULT_PROVIDER": "virtualbox"})["box"]["url"] == vbox.as_uri()
+    assert _ruby_trial(tree)["box"]["url"].endswith("debian-12-qemu/box-catalog.json")
