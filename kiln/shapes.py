@@ -61,19 +61,29 @@ def node_specs(
     if last > 254:
         raise ValueError(f"shape {shape.name} needs host numbers {first}..{last} of {prefix}.x; "
                          "expected at most 254 (lower cluster.first_host)")
+    addresses = [f"{prefix}.{first + i}" for i in range(shape.nodes)]
+    return specs_for_addresses(shape, cluster["name"], addresses, options)
+
+
+def specs_for_addresses(
+    shape: Shape, cluster_name: str, addresses: list[str], options: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Like node_specs, with the nodes' addresses given in node order (masters first): for networks
+    where addresses are picked, not numbered, such as an EC2 subnet."""
+    if len(addresses) != shape.nodes:
+        raise ValueError(f"shape {shape.name} has {shape.nodes} node(s), got {len(addresses)} address(es)")
 
     def spec(role: str, node_id: int, name: str, ip: str, masters: list[str]) -> dict[str, Any]:
         # Each spec owns its lists and options: callers may edit one node's spec.
-        return {"cluster": cluster["name"], "role": role, "node_id": node_id, "name": name, "ip": ip,
+        return {"cluster": cluster_name, "role": role, "node_id": node_id, "name": name, "ip": ip,
                 "masters": list(masters), "options": copy.deepcopy(dict(options or {}))}
 
     if shape.standalone:
-        ip = f"{prefix}.{first}"
-        return [spec("standalone", 1, "mesos", ip, [ip])]
-    masters = [f"{prefix}.{first + i}" for i in range(shape.masters)]
+        return [spec("standalone", 1, "mesos", addresses[0], addresses[:1])]
+    masters = addresses[:shape.masters]
     specs = [spec("master", i + 1, f"m{i + 1}", ip, masters) for i, ip in enumerate(masters)]
-    specs += [spec("agent", shape.masters + i + 1, f"a{i + 1}", f"{prefix}.{first + shape.masters + i}",
-                   masters) for i in range(shape.agents)]
+    specs += [spec("agent", shape.masters + i + 1, f"a{i + 1}", ip, masters)
+              for i, ip in enumerate(addresses[shape.masters:])]
     return specs
 
 

@@ -55,3 +55,25 @@ def test_a_broken_template_fails_validate_with_the_error(tree: Paths, ssh_key: P
     (check,) = packer_checks(items, tree)
     assert check.result == FAIL
     assert "format" in check.detail.lower()
+
+
+@pytest.mark.parametrize("target", ["ubuntu-24.04", "amazonlinux-2023"])
+def test_amazon_ebs_template_is_encrypted_imdsv2_and_tagged(tree: Paths, ssh_key: Path, target: str) -> None:
+    items = rendered(tree, ssh_key, sets=[f'build.targets=["{target}"]', 'build.builders=["amazon-ebs"]',
+                                          'aws.extra_regions=["eu-west-1"]'])
+    (item,) = items
+    text = item.template.read_text()
+    assert "encrypt_boot = true" in text
+    assert 'volume_type           = "gp3"' in text and "encrypted             = true" in text
+    assert 'ami_regions     = ["eu-west-1"]' in text
+    assert "most_recent = true" in text and "owners      = [" in text
+    if packer.installed_version().has_plugins:  # type: ignore[union-attr]
+        assert 'http_tokens                 = "required"' in text and 'imds_support = "v2.0"' in text
+    else:
+        # Packer 1.6.6 cannot set it: kiln does after the build (kiln.aws.bake), and says so here.
+        assert "kiln sets the\n  # AMI's ImdsSupport=v2.0 with boto3 after the build" in text
+    for tag in ("kiln:version", "kiln:target", "kiln:components", "kiln:git-revision", "kiln:source-ami"):
+        assert f'"{tag}" = ' in text
+    assert f'"kiln:target" = "{target}"' in text
+    (check,) = packer_checks(items, tree)
+    assert check.result == PASS, check.detail

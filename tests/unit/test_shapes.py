@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from kiln.paths import REPO_ROOT
-from kiln.shapes import Shape, node_specs, parse_shape, validate_spec
+from kiln.shapes import Shape, node_specs, parse_shape, specs_for_addresses, validate_spec
 from kiln_node import apply as node_apply
 from kiln_node import services
 from kiln_node import spec as specmod
@@ -158,3 +158,20 @@ def test_specs_of_a_shape_apply_to_one_consistent_cluster(tmp_path: Path, cluste
            for m in ("m1", "m2", "m3")},
         **{a: ["docker", "mesos-agent"] for a in ("a1", "a2")},
     }
+
+
+def test_specs_for_addresses_match_node_specs_and_take_any_addresses(cluster: dict[str, Any]) -> None:
+    shape = parse_shape("3m2a")
+    numbered = node_specs(shape, cluster, {"marathon": True})
+    assert specs_for_addresses(shape, cluster["name"], [s["ip"] for s in numbered], {"marathon": True}) \
+        == numbered
+    picked = ["172.31.7.9", "172.31.0.4", "172.31.3.30", "172.31.0.5", "172.31.9.1"]
+    specs = specs_for_addresses(shape, "aws-demo", picked)
+    assert [(s["name"], s["ip"], s["masters"]) for s in specs] == [
+        ("m1", "172.31.7.9", picked[:3]), ("m2", "172.31.0.4", picked[:3]), ("m3", "172.31.3.30", picked[:3]),
+        ("a1", "172.31.0.5", picked[:3]), ("a2", "172.31.9.1", picked[:3])]
+    assert all(validate_spec(s) == [] for s in specs)
+    (alone,) = specs_for_addresses(parse_shape("1"), "aws-demo", ["10.0.0.4"])
+    assert (alone["role"], alone["masters"]) == ("standalone", ["10.0.0.4"])
+    with pytest.raises(ValueError, match="has 5 node"):
+        specs_for_addresses(shape, "aws-demo", picked[:4])
