@@ -9,6 +9,7 @@ from kiln import app
 from kiln import doctor as doctor_mod
 from kiln.cli import COMMON_HELP, config_from, handle_errors, say, split_csv
 from kiln.paths import Paths
+from kiln.tasks_ami import ns as ami_ns
 from kiln.tasks_report import report
 
 SELECT_HELP = {
@@ -119,13 +120,24 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
     "accel": "QEMU accelerator: auto (probe), kvm or tcg.",
     "cluster": "Instead of booting an image: test every machine of this Vagrant cluster (invoke up), "
                "each for its role, in parallel.",
+    "aws": "Instead of booting an image: test every instance of this AWS cluster (invoke ami.launch).",
+    "region": "With --aws: the cluster's region (default: aws.region).",
     "quiet": "Keep only the summary; testinfra output still goes to build/logs/.",
 })
 @handle_errors
 def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile="", accel="",
-         cluster="", quiet=False):
+         cluster="", aws="", region="", quiet=False):
     """Verify with the testinfra suites: a booted image (standalone node spec) or a cluster."""
     paths = Paths()
+    if aws:
+        from kiln.aws.cluster import verify as verify_aws
+
+        passed, report, count = verify_aws(config_from(config, set_, profile, paths), paths, aws,
+                                           region=region or None, quiet=quiet)
+        say(f"{aws}: {'PASSED' if passed else 'FAILED'} on {count} instance(s); report: {report}")
+        if not passed:
+            raise Exit(code=1)
+        return
     if cluster:
         from kiln.cluster import verify
 
@@ -255,3 +267,4 @@ def clean(c, all=False):
 
 ns = Collection(render, validate, build, base, test, up, status, ssh, ssh_config, down, report, doctor,
                 pin, clean)
+ns.add_collection(ami_ns)

@@ -381,3 +381,20 @@ def test_hosts(config: Config, paths: Paths, name: str,
     aws = connect(region or config["aws"]["region"])
     path, nodes = write_ssh_config(aws, config, paths, check_name(name))
     return path, [(f"{name}-{n.name}", n.role) for n in nodes]
+
+
+def verify(config: Config, paths: Paths, name: str, *, region: str | None = None,
+           quiet: bool = False) -> tuple[bool, Path, int]:
+    """`invoke test --aws NAME`: the boot-phase suites on every running node at once, each
+    checked for its own role. Returns (passed, JUnit report, number of nodes)."""
+    from kiln.aws.session import aws_errors
+    from kiln.verify import run_suites
+
+    with aws_errors():
+        ssh_config, nodes = test_hosts(config, paths, name, region)
+    if not nodes:
+        raise UserError(f"cluster {name!r} has no running instances", f"invoke ami.status {name}")
+    report = paths.reports / f"{name}-aws.xml"
+    result = run_suites(paths, ssh_config=ssh_config, hosts=[alias for alias, _ in nodes], phase="boot",
+                        report=report, quiet=quiet, log=paths.logs / f"{name}-aws-tests.log")
+    return result.returncode == 0, report, len(nodes)
