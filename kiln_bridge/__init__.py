@@ -4,10 +4,11 @@ It reads Marathon's apps and tasks (polling, and re-syncing at once on /v2/event
 haproxy.cfg with one TCP listener per service port (as the classic haproxy-marathon-bridge
 did) and Host-header routing for apps labelled HAPROXY_0_VHOST (as marathon-lb does), checks
 the candidate with `haproxy -c`, swaps it in atomically, reloads HAProxy, and keeps the last
-good config otherwise.
+good config otherwise. The config's global section drops the workers' privileges (user haproxy,
+chroot) and opens the runtime API socket; render.GlobalSettings holds those settings.
 
 Modules: model (parse and validate), render, marathon (HTTP client, event stream), apply
 (check, swap, reload), cli (flags, environment, main loop), log.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -3,6 +3,11 @@
 The live config is only ever replaced whole (os.replace of a checked file in the same
 directory), so HAProxy never sees a half-written or rejected config; `<config>.last-good`
 holds a copy of the last config that passed the check and went live.
+
+`haproxy -c` does not look for the directories the global section names (the chroot, the stats
+socket's directory), yet a missing one makes the reload fail at run time; the old workers would
+go on serving while the file on disk could no longer start haproxy. Those directories are
+checked first, and a config is only put in place once they exist.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import os
 import shlex
 import subprocess
 import tempfile
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from kiln_bridge.log import log, one_line
 
 UNCHANGED, APPLIED, REJECTED, RELOAD_FAILED = "unchanged", "applied", "rejected", "reload-failed"
+NOT_READY = "not-ready"
 COMMAND_TIMEOUT = 60.0
 
 
@@ -67,21 +73,26 @@ def _mode_of(path: str) -> int:
 
 class Applier:
     """Remembers a reload that failed, so the next round retries it even if the config is unchanged,
-    and the last config haproxy rejected, so the same one is neither checked nor logged again."""
+    and the last config haproxy rejected, so the same one is neither checked nor logged again.
+    `directories` must exist before a new config goes in (see the module docstring)."""
 
     def __init__(self, config: str, haproxy: str = "/usr/sbin/haproxy",
-                 reload_cmd: str = "systemctl reload haproxy") -> None:
+                 reload_cmd: str = "systemctl reload haproxy", directories: Sequence[str] = ()) -> None:
         self.config = os.path.abspath(config)
         self.haproxy = haproxy
         self.reload_cmd = reload_cmd
+        self.directories = list(directories)
         self.reload_pending = False
         self.rejected: Optional[str] = None
+        self._missing: List[str] = []
 
     def apply(self, text: str) -> str:
         if _read(self.config) == text:
             return self._reload() if self.reload_pending else UNCHANGED
         if text == self.rejected:
             return REJECTED
+        if not self._directories_exist():
+            return NOT_READY
         directory, base = os.path.split(self.config)
         candidate = _write_temp(directory, base, text, _mode_of(self.config))
         try:
@@ -99,6 +110,16 @@ class Applier:
         log("wrote %s" % self.config)
         self.reload_pending = True
         return self._reload()
+
+    def _directories_exist(self) -> bool:
+        # Not remembered like a rejected config: the directory may appear (haproxy.service creates
+        # /run/haproxy when it starts), so every round looks again, but logs a change only.
+        missing = [d for d in self.directories if not os.path.isdir(d)]
+        if missing and missing != self._missing:
+            log("missing %s, keeping %s: haproxy could not start or reload with the new config"
+                % (" and ".join(missing), self.config))
+        self._missing = missing
+        return not missing
 
     def _keep_last_good(self, directory: str, base: str, text: str) -> None:
         copy = _write_temp(directory, base, text, 0o644)

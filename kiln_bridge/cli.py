@@ -3,8 +3,15 @@
   run      poll Marathon (and follow its event stream), check, swap in and reload the config
   render   print the config for an apps JSON document (Marathon's /v2/apps?embed=apps.tasks)
 
-Flags left out fall back to the environment (/etc/kiln/haproxy-bridge.env under systemd):
-KILN_BRIDGE_MARATHON_URLS (comma separated), KILN_BRIDGE_POLL_SECONDS, KILN_BRIDGE_VHOST_PORT.
+Flags left out fall back to the environment. Under systemd that is /etc/default/kiln-haproxy-bridge
+(bake-time defaults from config.json's components.haproxy), then /etc/kiln/haproxy-bridge.env
+(written by kiln-node at boot; its values win):
+  KILN_BRIDGE_MARATHON_URLS (comma separated), KILN_BRIDGE_POLL_SECONDS, KILN_BRIDGE_VHOST_PORT,
+and for haproxy.cfg's `global` section (`none` leaves the line out):
+  KILN_BRIDGE_HAPROXY_USER, KILN_BRIDGE_HAPROXY_GROUP     workers' user and group (default haproxy)
+  KILN_BRIDGE_HAPROXY_CHROOT                             workers' chroot (default /var/lib/haproxy)
+  KILN_BRIDGE_HAPROXY_STATS_SOCKET                       runtime API socket (/run/haproxy/admin.sock)
+  KILN_BRIDGE_HAPROXY_LOG                                syslog target (default /dev/log)
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import re
 import signal
 import sys
 import threading
@@ -21,12 +29,18 @@ from kiln_bridge.apply import APPLIED, UNCHANGED, Applier
 from kiln_bridge.log import log
 from kiln_bridge.marathon import EventFollower, Unavailable, fetch_apps
 from kiln_bridge.model import BadResponse, parse_body
-from kiln_bridge.render import render
+from kiln_bridge.render import IMAGE_DEFAULTS, GlobalSettings, render
 
 DEFAULT_POLL, DEFAULT_VHOST_PORT = 5.0, 80
 # Events come in bursts (one per task of a deployment): gather them into one sync.
 SETTLE_SECONDS = 0.5
 T = TypeVar("T")
+# Says "leave this line out of the global section" for the settings that may be left out.
+NONE = "none"
+# Everything below lands as one token on a haproxy.cfg line: no white space, quotes or '#'.
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_.-]{0,31}$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._@+/-]*$")
+LOG_TARGET_RE = re.compile(r"^[A-Za-z0-9._@:/\[\]-]+$")
 
 
 class UsageError(ValueError):
@@ -57,6 +71,16 @@ def _port(text: str) -> int:
 
 def _address(text: str) -> str:
     return str(ipaddress.ip_address(text))
+
+
+def _matching(pattern: re.Pattern[str]) -> Callable[[str], Optional[str]]:
+    def convert(text: str) -> Optional[str]:
+        if text == NONE:
+            return None
+        if not pattern.match(text):
+            raise ValueError("not a single haproxy.cfg token of the expected form")
+        return text
+    return convert
 
 
 def _setting(flag: Optional[str], env: Mapping[str, str], var: str, convert: Callable[[str], T],
@@ -94,6 +118,18 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("--vhost-port", help="Host-header routing port (env KILN_BRIDGE_VHOST_PORT, "
                              "default %d)" % DEFAULT_VHOST_PORT)
         command.add_argument("--bind-address", default="0.0.0.0", help="address every listener binds")
+        d = IMAGE_DEFAULTS
+        command.add_argument("--haproxy-user", metavar="NAME", help="user haproxy's workers run as "
+                             "(env KILN_BRIDGE_HAPROXY_USER, default %s, none: the user haproxy "
+                             "starts as)" % d.user)
+        command.add_argument("--haproxy-group", metavar="NAME", help="their group "
+                             "(env KILN_BRIDGE_HAPROXY_GROUP, default %s)" % d.group)
+        command.add_argument("--chroot", metavar="DIR", help="directory the workers are confined to "
+                             "(env KILN_BRIDGE_HAPROXY_CHROOT, default %s)" % d.chroot)
+        command.add_argument("--stats-socket", metavar="PATH", help="runtime API socket "
+                             "(env KILN_BRIDGE_HAPROXY_STATS_SOCKET, default %s)" % d.stats_socket)
+        command.add_argument("--log-target", metavar="TARGET", help="syslog socket or address "
+                             "(env KILN_BRIDGE_HAPROXY_LOG, default %s)" % d.log)
     return p
 
 
@@ -102,7 +138,7 @@ class Syncer:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.applier = Applier(args.config, args.haproxy, args.reload_cmd)
+        self.applier = Applier(args.config, args.haproxy, args.reload_cmd, args.settings.directories())
         self.last_problem: Optional[str] = None
 
     def _problem(self, message: str) -> None:
@@ -113,7 +149,7 @@ class Syncer:
     def sync(self) -> str:
         a = self.args
         try:
-            text = render(fetch_apps(a.marathon), a.vhost_port, a.bind_address)
+            text = render(fetch_apps(a.marathon), a.vhost_port, a.bind_address, a.settings)
         except Unavailable as exc:
             self._problem("no Marathon reachable, keeping the current config: %s" % exc)
             return "kept"
@@ -148,7 +184,7 @@ def run(args: argparse.Namespace, stop: threading.Event) -> int:
 def render_file(args: argparse.Namespace) -> int:
     try:
         with open(args.from_file, "rb") as fh:
-            text = render(parse_body(fh.read()), args.vhost_port, args.bind_address)
+            text = render(parse_body(fh.read()), args.vhost_port, args.bind_address, args.settings)
     except (OSError, BadResponse) as exc:
         log("cannot render %s: %s" % (args.from_file, exc))
         return 2
@@ -156,10 +192,24 @@ def render_file(args: argparse.Namespace) -> int:
     return 0
 
 
+def _global_settings(args: argparse.Namespace, env: Mapping[str, str]) -> GlobalSettings:
+    d = IMAGE_DEFAULTS
+    name, path, target = _matching(NAME_RE), _matching(PATH_RE), _matching(LOG_TARGET_RE)
+    return d._replace(
+        user=_setting(args.haproxy_user, env, "KILN_BRIDGE_HAPROXY_USER", name, d.user, "haproxy-user"),
+        group=_setting(args.haproxy_group, env, "KILN_BRIDGE_HAPROXY_GROUP", name, d.group, "haproxy-group"),
+        chroot=_setting(args.chroot, env, "KILN_BRIDGE_HAPROXY_CHROOT", path, d.chroot, "chroot"),
+        stats_socket=_setting(args.stats_socket, env, "KILN_BRIDGE_HAPROXY_STATS_SOCKET", path,
+                              d.stats_socket, "stats-socket"),
+        log=_setting(args.log_target, env, "KILN_BRIDGE_HAPROXY_LOG", target, d.log, "log-target"),
+    )
+
+
 def _resolve(args: argparse.Namespace, env: Mapping[str, str]) -> None:
     args.vhost_port = _setting(args.vhost_port, env, "KILN_BRIDGE_VHOST_PORT", _port, DEFAULT_VHOST_PORT,
                                "vhost-port")
     args.bind_address = _setting(args.bind_address, {}, "", _address, "0.0.0.0", "bind-address")
+    args.settings = _global_settings(args, env)
     if args.command == "run":
         args.poll = _setting(args.poll, env, "KILN_BRIDGE_POLL_SECONDS", _poll, DEFAULT_POLL, "poll")
         args.marathon = _setting(args.marathon, env, "KILN_BRIDGE_MARATHON_URLS", _urls, [], "marathon")

@@ -9,16 +9,16 @@ Two kinds of routing:
 
 from __future__ import annotations
 
-from typing import List, Sequence
+import os
+from typing import List, NamedTuple, Optional, Sequence
 
 from kiln_bridge.model import App, BadResponse
 
-HEADER = """\
-# Written by kiln-haproxy-bridge from Marathon's apps; local edits are overwritten.
-global
-  maxconn 4096
-
+COMMENT = "# Written by kiln-haproxy-bridge from Marathon's apps; local edits are overwritten."
+DEFAULTS_SECTION = """\
 defaults
+  log global
+  option dontlognull
   mode tcp
   timeout connect 5s
   timeout client 60s
@@ -26,6 +26,50 @@ defaults
   # An agent name that does not resolve disables that one server instead of failing the config.
   default-server init-addr libc,none
 """
+
+
+class GlobalSettings(NamedTuple):
+    """The `global` section. The defaults are what the image runs with (Debian's haproxy package
+    provides user haproxy, /var/lib/haproxy and /run/haproxy); None leaves a line out, e.g. for a
+    haproxy started without root, which can neither switch user nor chroot."""
+
+    user: Optional[str] = "haproxy"
+    group: Optional[str] = "haproxy"
+    chroot: Optional[str] = "/var/lib/haproxy"
+    stats_socket: Optional[str] = "/run/haproxy/admin.sock"
+    log: Optional[str] = "/dev/log"
+    maxconn: int = 4096
+
+    def directories(self) -> List[str]:
+        """Directories haproxy needs at start and reload but `haproxy -c` does not look for."""
+        dirs = [self.chroot] if self.chroot else []
+        if self.stats_socket:
+            dirs.append(os.path.dirname(self.stats_socket) or ".")
+        return dirs
+
+
+IMAGE_DEFAULTS = GlobalSettings()
+
+
+def _global_section(settings: GlobalSettings) -> List[str]:
+    out = ["global", "  maxconn %d" % settings.maxconn]
+    if settings.user:
+        out.append("  user %s" % settings.user)
+    if settings.group:
+        out.append("  group %s" % settings.group)
+    if settings.chroot:
+        # Workers are confined once listeners and the stats socket are open; Debian's
+        # haproxy.service bind-mounts /dev/log into /var/lib/haproxy so they can still log.
+        out.append("  chroot %s" % settings.chroot)
+    if settings.stats_socket:
+        # The runtime API (show info, disable server...). expose-fd listeners lets a reload that
+        # runs outside the master (haproxy -x SOCKET -sf PID) take the listening sockets over.
+        out += ["  stats socket %s mode 660 level admin expose-fd listeners" % settings.stats_socket,
+                "  stats timeout 30s"]
+    if settings.log:
+        # notice and up: servers going down or up, not one line per connection.
+        out.append("  log %s local0 notice" % settings.log)
+    return out
 
 
 def _address(bind: str, port: int) -> str:
@@ -65,11 +109,13 @@ def _listeners(apps: Sequence[App], bind: str) -> List[str]:
     return out
 
 
-def render(apps: Sequence[App], vhost_port: int = 80, bind: str = "0.0.0.0") -> str:
+def render(apps: Sequence[App], vhost_port: int = 80, bind: str = "0.0.0.0",
+           settings: GlobalSettings = IMAGE_DEFAULTS) -> str:
     """The complete haproxy.cfg; BadResponse when an app's service port is the vhost port."""
     ordered = sorted(apps)
     for app in ordered:
         if any(port == vhost_port for _, port in app.service_ports):
             raise BadResponse("service port %d of %s is the vhost port" % (vhost_port, app.app_id))
     lines = _vhost_section(ordered, vhost_port, bind) + _listeners(ordered, bind)
-    return HEADER + "\n".join(lines) + "\n"
+    head = [COMMENT, *_global_section(settings), ""]
+    return "\n".join(head) + "\n" + DEFAULTS_SECTION + "\n".join(lines) + "\n"

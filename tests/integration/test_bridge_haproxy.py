@@ -5,6 +5,10 @@ Marathon -- replays its documented /v2/apps?embed=apps.tasks JSON (tests/fixture
 and a /v2/events text/event-stream. The apps' tasks are python http.server threads on
 127.0.0.1 that answer with their own name, so each request shows where HAProxy sent it.
 Every process started here (haproxy, the bridge) is stopped by its PID in a finalizer.
+
+Most tests render a global section a haproxy without root can run (no user, no chroot, the
+stats socket in the test's temp dir); the hardened one the image uses (user haproxy, chroot
+/var/lib/haproxy) runs in its own test, which needs root.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import copy
 import http.server
 import json
 import os
+import pwd
 import queue
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -31,10 +37,10 @@ from typing import Any
 import pytest
 
 from kiln.paths import REPO_ROOT
-from kiln_bridge.apply import APPLIED, REJECTED, UNCHANGED, Applier
+from kiln_bridge.apply import APPLIED, NOT_READY, REJECTED, UNCHANGED, Applier
 from kiln_bridge.cli import Syncer
 from kiln_bridge.model import parse_body
-from kiln_bridge.render import render
+from kiln_bridge.render import IMAGE_DEFAULTS, GlobalSettings, render
 
 HAPROXY = "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else shutil.which("haproxy")
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (/usr/sbin/haproxy)")
@@ -46,6 +52,54 @@ TASK_BACKENDS = {31001: "web-1", 31002: "web-2", 31010: "api", 31011: "api-admin
                  31030: "db", 31040: "cache"}
 INITIAL_CONFIG = ("global\n  maxconn 64\n\ndefaults\n  mode tcp\n  timeout connect 1s\n"
                   "  timeout client 5s\n  timeout server 5s\n")
+
+
+def harness_settings(tmp_path: Path) -> GlobalSettings:
+    """The global section without what needs root; the stats socket stays, in the temp dir."""
+    return GlobalSettings(user=None, group=None, chroot=None, stats_socket=str(tmp_path / "admin.sock"),
+                          log=None)
+
+
+def settings_env(settings: GlobalSettings) -> dict[str, str]:
+    """`settings` as the bridge's environment (the systemd EnvironmentFile way)."""
+    names = {"user": "USER", "group": "GROUP", "chroot": "CHROOT", "stats_socket": "STATS_SOCKET",
+             "log": "LOG"}
+    return {f"KILN_BRIDGE_HAPROXY_{var}": getattr(settings, field) or "none" for field, var in names.items()}
+
+
+def runtime_api(path: str | Path, command: str) -> str:
+    """One command on haproxy's stats socket (what `socat` would do, with the stdlib)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(5)
+        s.connect(str(path))
+        s.sendall(command.encode() + b"\n")
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def info(path: str | Path) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in runtime_api(path, "show info").splitlines() if ": " in line)
+
+
+def proc_status(pid: int) -> dict[str, str]:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in text.splitlines())}
+
+
+def children(pid: int) -> list[int]:
+    """The live child processes of `pid` (haproxy's workers, for its master)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                status = proc_status(int(entry.name))
+            except OSError:  # it exited while we looked
+                continue
+            if status.get("PPid") == str(pid) and not status.get("State", "").startswith("Z"):
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def free_port() -> int:
@@ -222,8 +276,10 @@ def routed(port: int, host: str | None, expected: set[str], timeout: float = 15.
 class World:
     """Local backends, the Marathon stand-in, and a real haproxy in master-worker mode."""
 
-    def __init__(self, tmp_path: Path, events_enabled: bool = True) -> None:
+    def __init__(self, tmp_path: Path, events_enabled: bool = True,
+                 settings: GlobalSettings | None = None) -> None:
         self.tmp = tmp_path
+        self.settings = settings or harness_settings(tmp_path)
         names = [*sorted(set(TASK_BACKENDS.values())), "web-3", "trap"]
         self.backends = {name: http_backend(name) for name in names}
         service_ports = (10001, 10002, 10003, 10004, 10005)
@@ -263,7 +319,8 @@ class World:
 
     def args(self, **overrides: Any) -> Namespace:
         settings = dict(marathon=[self.marathon.url], config=str(self.config), haproxy=HAPROXY,
-                        vhost_port=self.vhost_port, bind_address=LOCAL, reload_cmd=self.reload_cmd)
+                        vhost_port=self.vhost_port, bind_address=LOCAL, reload_cmd=self.reload_cmd,
+                        settings=self.settings)
         return Namespace(**dict(settings, **overrides))
 
     def reload_count(self) -> int:
@@ -296,7 +353,7 @@ def start_bridge(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Pope
         log = tmp_path / f"bridge-{len(started)}.log"
         env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(REPO_ROOT),
                "PYTHONDONTWRITEBYTECODE": "1", "KILN_BRIDGE_MARATHON_URLS": world.marathon.url,
-               "KILN_BRIDGE_VHOST_PORT": str(world.vhost_port)}
+               "KILN_BRIDGE_VHOST_PORT": str(world.vhost_port), **settings_env(world.settings)}
         cmd = [sys.executable, "-m", "kiln_bridge", "run", "--config", str(world.config),
                "--haproxy", HAPROXY, "--bind-address", LOCAL, "--reload-cmd", world.reload_cmd, *flags]
         with log.open("w") as err:
@@ -323,11 +380,14 @@ def new_web_task(world: World) -> dict[str, Any]:
 # --- haproxy -c ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("hardened", [True, False], ids=["image-global", "harness-global"])
 @pytest.mark.parametrize(("vhost_port", "bind"), [(80, "0.0.0.0"), (18080, "127.0.0.1"), (8080, "::")])
-def test_haproxy_check_accepts_the_rendered_configs(tmp_path: Path, vhost_port: int, bind: str) -> None:
+def test_haproxy_check_accepts_the_rendered_configs(tmp_path: Path, vhost_port: int, bind: str,
+                                                    hardened: bool) -> None:
+    settings = IMAGE_DEFAULTS if hardened else harness_settings(tmp_path)
     for document in ((FIXTURES / "apps.json").read_bytes(), b'{"apps": []}'):
         cfg = tmp_path / "candidate.cfg"
-        cfg.write_text(render(parse_body(document), vhost_port, bind))
+        cfg.write_text(render(parse_body(document), vhost_port, bind, settings))
         done = subprocess.run([HAPROXY, "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stderr
         assert "Configuration file is valid" in done.stdout
@@ -436,6 +496,34 @@ def test_an_unreachable_marathon_keeps_the_last_good_config(world: World,
         in capsys.readouterr().err
 
 
+def test_a_config_whose_directories_are_missing_waits_for_them(world: World,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = world.tmp / "run"  # as /run/haproxy before haproxy.service made it
+    syncer = Syncer(world.args(settings=world.settings._replace(stats_socket=str(run_dir / "admin.sock"))))
+    assert syncer.sync() == NOT_READY
+    assert syncer.sync() == NOT_READY
+    assert world.config.read_text() == INITIAL_CONFIG and world.reload_count() == 0
+    assert not Path(f"{world.config}.last-good").exists()
+    assert not list(world.tmp.glob(".haproxy.cfg.*")), "candidate left behind"
+    err = capsys.readouterr().err
+    assert err == (f"kiln-haproxy-bridge: missing {run_dir}, keeping {world.config}: "
+                   "haproxy could not start or reload with the new config\n"), "logged once"
+    # Why the bridge looks itself: haproxy -c passes this config, yet haproxy cannot start with it.
+    text = render(parse_body(b'{"apps": []}'), free_port(), LOCAL, syncer.args.settings)
+    candidate = world.tmp / "candidate.cfg"
+    candidate.write_text(text)
+    assert subprocess.run([HAPROXY, "-c", "-q", "-f", str(candidate)], check=False).returncode == 0
+    started = subprocess.run([HAPROXY, "-db", "-f", str(candidate)], capture_output=True, text=True,
+                             timeout=30, check=False)
+    assert started.returncode != 0 and "cannot bind UNIX socket" in started.stderr, started.stderr
+    run_dir.mkdir()
+    assert syncer.sync() == APPLIED
+    assert world.reload_count() == 1
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+    wait_for("the stats socket", lambda: (run_dir / "admin.sock").exists())
+    assert info(run_dir / "admin.sock")["Name"] == "HAProxy"
+
+
 def test_a_new_task_is_written_reloaded_and_gets_traffic(world: World) -> None:
     syncer = Syncer(world.args())
     assert syncer.sync() == APPLIED
@@ -493,5 +581,72 @@ def test_run_polls_when_marathon_has_no_event_stream(tmp_path: Path,
         assert proc.returncode == 0, "SIGTERM ends the service cleanly"
         leftovers = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".haproxy.cfg."))
         assert leftovers == []
+    finally:
+        world.stop()
+
+
+# --- the image's hardened global section on a real haproxy ----------------------------------------
+
+
+def haproxy_account() -> tuple[int, int] | None:
+    try:
+        entry = pwd.getpwnam("haproxy")
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: haproxy's master must start as root to "
+                    "switch its workers to user haproxy and chroot them")
+@pytest.mark.skipif(haproxy_account() is None, reason="no user haproxy on this machine (the haproxy "
+                    "package creates it)")
+@pytest.mark.skipif(not os.path.isdir(IMAGE_DEFAULTS.chroot or ""),
+                    reason=f"no {IMAGE_DEFAULTS.chroot} to chroot into (the haproxy package creates it)")
+def test_the_hardened_global_section_runs_workers_as_haproxy_in_a_chroot(tmp_path: Path) -> None:
+    account = haproxy_account()
+    assert account is not None
+    uid, gid = account
+    run_dir = tmp_path / "run"  # the image's /run/haproxy, here where the test may write
+    run_dir.mkdir()
+    sock = run_dir / "admin.sock"
+    world = World(tmp_path, settings=IMAGE_DEFAULTS._replace(stats_socket=str(sock)))
+    try:
+        syncer = Syncer(world.args())
+        assert syncer.sync() == APPLIED
+        text = world.config.read_text()
+        assert ("\nglobal\n  maxconn 4096\n  user haproxy\n  group haproxy\n  chroot /var/lib/haproxy\n"
+                f"  stats socket {sock} mode 660 level admin expose-fd listeners\n") in text
+        checked = subprocess.run([HAPROXY, "-c", "-f", str(world.config)], capture_output=True, text=True,
+                                 check=False)
+        assert checked.returncode == 0 and "Configuration file is valid" in checked.stdout, checked.stderr
+
+        master = world.haproxy.pid
+        # The worker of the initial (root) config leaves once the reloaded one took over.
+        wait_for("only workers running as user haproxy",
+                 lambda: bool(children(master)) and all(
+                     proc_status(pid)["Uid"].split() == [str(uid)] * 4 for pid in children(master)))
+        (worker,) = children(master)
+        status = proc_status(worker)
+        assert status["Gid"].split() == [str(gid)] * 4
+        assert os.readlink(f"/proc/{worker}/root") == IMAGE_DEFAULTS.chroot
+        # The master stays root: it re-reads the config and binds new ports on every reload.
+        assert proc_status(master)["Uid"].split()[1] == "0"
+
+        assert stat.S_IMODE(sock.stat().st_mode) == 0o660
+        answer = info(sock)
+        assert answer["Name"] == "HAProxy" and answer["Pid"] == str(worker)
+        routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+        routed(world.vhost_port, "api.example.test", {"api"})
+        routed(world.ports[10001], None, {"web-1", "web-2"})
+        routed(world.ports[10004], None, {"db"})
+
+        # A second reload under the hardened config: new worker, same socket path, new route.
+        world.marathon.set_document(new_web_task(world))
+        assert syncer.sync() == APPLIED
+        wait_for("the next worker", lambda: children(master) != [] and worker not in children(master))
+        (second,) = children(master)
+        assert proc_status(second)["Uid"].split() == [str(uid)] * 4
+        assert info(sock)["Pid"] == str(second)
+        routed(world.vhost_port, "web.example.test", {"web-1", "web-2", "web-3"})
     finally:
         world.stop()

@@ -24,7 +24,7 @@ from kiln.paths import REPO_ROOT
 from kiln_bridge.cli import main
 from kiln_bridge.marathon import SYNC_EVENTS, event_type, events_url, read_events
 from kiln_bridge.model import App, BadResponse, Task, parse_apps, parse_body
-from kiln_bridge.render import render
+from kiln_bridge.render import IMAGE_DEFAULTS, GlobalSettings, render
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "marathon"
 APPS_JSON = FIXTURES / "apps.json"
@@ -33,8 +33,16 @@ EXPECTED = """\
 # Written by kiln-haproxy-bridge from Marathon's apps; local edits are overwritten.
 global
   maxconn 4096
+  user haproxy
+  group haproxy
+  chroot /var/lib/haproxy
+  stats socket /run/haproxy/admin.sock mode 660 level admin expose-fd listeners
+  stats timeout 30s
+  log /dev/log local0 notice
 
 defaults
+  log global
+  option dontlognull
   mode tcp
   timeout connect 5s
   timeout client 60s
@@ -130,10 +138,31 @@ def test_rendering_is_deterministic_whatever_the_order_marathon_answers_in() -> 
     assert render(parse_apps(shuffled)) == render(parse_apps(doc)) == EXPECTED
 
 
+def test_global_section_settings_are_data_and_none_leaves_a_line_out() -> None:
+    apps = parse_apps(fixture())
+    bare = GlobalSettings(user=None, group=None, chroot=None, stats_socket=None, log=None, maxconn=64)
+    text = render(apps, settings=bare)
+    assert text.startswith(f"{EXPECTED.splitlines()[0]}\nglobal\n  maxconn 64\n\ndefaults\n")
+    # Everything after the global section is the same whatever the settings.
+    assert text.split("\ndefaults\n", 1)[1] == EXPECTED.split("\ndefaults\n", 1)[1]
+    moved = IMAGE_DEFAULTS._replace(stats_socket="/tmp/t/admin.sock", user="nobody", log="127.0.0.1:514")
+    head = render(apps, settings=moved).split("\ndefaults\n", 1)[0].splitlines()
+    assert head[3:] == ["  user nobody", "  group haproxy", "  chroot /var/lib/haproxy",
+                        "  stats socket /tmp/t/admin.sock mode 660 level admin expose-fd listeners",
+                        "  stats timeout 30s", "  log 127.0.0.1:514 local0 notice"]
+    assert render(apps, settings=moved) == render(apps, settings=moved)
+
+
+def test_directories_haproxy_needs_but_does_not_check() -> None:
+    assert IMAGE_DEFAULTS.directories() == ["/var/lib/haproxy", "/run/haproxy"]
+    assert GlobalSettings(chroot=None, stats_socket="/tmp/x/a.sock").directories() == ["/tmp/x"]
+    assert GlobalSettings(chroot=None, stats_socket=None).directories() == []
+
+
 def test_no_apps_still_gives_a_vhost_frontend_that_answers_503() -> None:
     text = render(parse_apps({"apps": []}), vhost_port=8088)
     assert text.endswith("frontend vhosts\n  bind 0.0.0.0:8088\n  mode http\n  timeout http-request 10s\n")
-    assert "backend" not in text and "listen" not in text
+    assert "\nbackend " not in text and "\nlisten " not in text
 
 
 def test_an_app_without_running_tasks_keeps_its_listener_with_no_server() -> None:
@@ -334,6 +363,23 @@ def test_render_command_takes_the_vhost_port_from_env_unless_flagged(
     assert "  bind 0.0.0.0:8082\n  mode http\n" in capsys.readouterr().out
 
 
+def test_global_settings_come_from_flags_over_env_over_image_defaults(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"KILN_BRIDGE_HAPROXY_USER": "none", "KILN_BRIDGE_HAPROXY_GROUP": "none",
+           "KILN_BRIDGE_HAPROXY_CHROOT": "/srv/jail", "KILN_BRIDGE_HAPROXY_STATS_SOCKET": "/tmp/s/a.sock",
+           "KILN_BRIDGE_HAPROXY_LOG": "none"}
+    assert main(["render", "--from-file", str(APPS_JSON), "--chroot", "none"], env=env) == 0
+    head = capsys.readouterr().out.split("\ndefaults\n", 1)[0]
+    assert head.splitlines()[1:] == ["global", "  maxconn 4096",
+                                     "  stats socket /tmp/s/a.sock mode 660 level admin expose-fd listeners",
+                                     "  stats timeout 30s"]
+    assert main(["render", "--from-file", str(APPS_JSON), "--haproxy-user", "www-data",
+                 "--log-target", "[::1]:514"], env={}) == 0
+    head = capsys.readouterr().out.split("\ndefaults\n", 1)[0]
+    assert "  user www-data\n  group haproxy\n  chroot /var/lib/haproxy\n" in head
+    assert head.endswith("  log [::1]:514 local0 notice\n")
+
+
 @pytest.mark.parametrize(("argv", "env", "message"), [
     (["run"], {}, "no Marathon URL: pass --marathon or set KILN_BRIDGE_MARATHON_URLS"),
     (["run"], {"KILN_BRIDGE_MARATHON_URLS": " , "},
@@ -347,6 +393,16 @@ def test_render_command_takes_the_vhost_port_from_env_unless_flagged(
      "KILN_BRIDGE_VHOST_PORT='70000' is not a valid vhost port"),
     (["render", "--from-file", "x", "--bind-address", "localhost"], {},
      "--bind-address='localhost' is not a valid bind address"),
+    (["render", "--from-file", "x"], {"KILN_BRIDGE_HAPROXY_CHROOT": "var/lib/haproxy"},
+     "KILN_BRIDGE_HAPROXY_CHROOT='var/lib/haproxy' is not a valid chroot"),
+    (["render", "--from-file", "x", "--stats-socket", "/run/a b.sock"], {},
+     "--stats-socket='/run/a b.sock' is not a valid stats socket"),
+    (["render", "--from-file", "x"], {"KILN_BRIDGE_HAPROXY_USER": "haproxy\n  daemon"},
+     "KILN_BRIDGE_HAPROXY_USER='haproxy\\n  daemon' is not a valid haproxy user"),
+    (["render", "--from-file", "x", "--haproxy-group", "Root#"], {},
+     "--haproxy-group='Root#' is not a valid haproxy group"),
+    (["render", "--from-file", "x", "--log-target", "/dev/log local7"], {},
+     "--log-target='/dev/log local7' is not a valid log target"),
 ])
 def test_bad_settings_exit_2_with_one_line(argv: list[str], env: dict[str, str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
