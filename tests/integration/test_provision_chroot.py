@@ -502,6 +502,80 @@ def test_zookeeper_unit_command_serves_clients(baked: Baked) -> None:
     assert "NOP" not in log and "INFO" in log, f"ZooKeeper should log to the journal:\n{log[:2000]}"
 
 
+def _haproxy_config() -> dict[str, int]:
+    return load_config(Paths(root=REPO_ROOT)).data["components"]["haproxy"]
+
+
+def test_haproxy_bridge_gets_bake_time_defaults_that_boot_values_override(baked: Baked) -> None:
+    box = baked.box
+    wanted = _haproxy_config()
+    defaults = box.path("etc/default/kiln-haproxy-bridge").read_text()
+    assert f"KILN_BRIDGE_VHOST_PORT={wanted['vhost_port']}" in defaults.splitlines()
+    assert f"KILN_BRIDGE_POLL_SECONDS={wanted['poll_seconds']}" in defaults.splitlines()
+    components = baked.manifest["components"]
+    assert isinstance(components, dict)
+    record = components["haproxy"]
+    assert (record["vhost_port"], record["poll_seconds"]) == (wanted["vhost_port"], wanted["poll_seconds"])
+    unit = box.path("etc/systemd/system/kiln-haproxy-bridge.service").read_text()
+    files = re.findall(r"^EnvironmentFile=(.+)$", unit, re.M)
+    assert files == ["/etc/default/kiln-haproxy-bridge", "-/etc/kiln/haproxy-bridge.env"]
+    apps = box.path("tmp/bridge-apps.json")
+    apps.write_text('{"apps": [{"id": "/a", "ports": [10001], '
+                    '"tasks": [{"host": "10.0.0.1", "ports": [31000]}]}]}')
+    boot_env = box.path("etc/kiln/haproxy-bridge.env")
+    try:
+        for boot_text, port in (None, wanted["vhost_port"]), ("KILN_BRIDGE_VHOST_PORT=18081\n", 18081):
+            if boot_text is not None:
+                boot_env.write_text(boot_text)
+            # systemd's rule for several EnvironmentFile=: read in order, a later file's value wins.
+            env: dict[str, str] = {}
+            for name in files:
+                path = box.path(name.lstrip("-"))
+                if path.exists():
+                    env.update(_environment_file(path.read_text()))
+            assigned = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+            config = box.sh(f"env {assigned} kiln-haproxy-bridge render --from-file /tmp/bridge-apps.json"
+                            " > /tmp/bridge.cfg && cat /tmp/bridge.cfg").stdout
+            assert f"frontend vhosts\n  bind 0.0.0.0:{port}\n" in config
+            # The image's own haproxy accepts the hardened global section (user, chroot, socket).
+            assert "  user haproxy\n  group haproxy\n  chroot /var/lib/haproxy\n" in config
+            assert "Configuration file is valid" in box.sh("haproxy -c -f /tmp/bridge.cfg").stdout
+    finally:
+        boot_env.unlink(missing_ok=True)
+        apps.unlink()
+        box.path("tmp/bridge.cfg").unlink(missing_ok=True)
+
+
+def test_haproxy_unit_makes_the_stats_socket_directory(baked: Baked) -> None:
+    box = baked.box
+    dropin = box.path("etc/systemd/system/haproxy.service.d/kiln.conf").read_text()
+    (pre,) = re.findall(r"^ExecStartPre=(.+)$", dropin, re.M)
+    # Run the drop-in's own command in the image, as systemd would before haproxy starts.
+    out = box.sh(f"rm -rf /run/haproxy && {pre} && stat -c '%U:%G %a' /run/haproxy").stdout
+    assert out.strip() == "haproxy:haproxy 2775"
+    assert box.sh(f"{pre} && stat -c '%U:%G %a' /run/haproxy").stdout.strip() == "haproxy:haproxy 2775"
+    box.sh("rm -rf /run/haproxy")
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("KILN_HAPROXY_VHOST_PORT", "70000", "components.haproxy.vhost_port must be a whole number from 1 to "
+     "65535 (got '70000'"),
+    ("KILN_HAPROXY_VHOST_PORT", "0", "components.haproxy.vhost_port must be a whole number from 1 to 65535"),
+    ("KILN_HAPROXY_POLL_SECONDS", "5s", "components.haproxy.poll_seconds must be a whole number from 1 to "
+     "3600 (got '5s'"),
+    ("KILN_HAPROXY_POLL_SECONDS", "", "components.haproxy.poll_seconds is empty"),
+])
+def test_haproxy_refuses_bad_bridge_values(baked: Baked, key: str, value: str, message: str) -> None:
+    box = baked.box
+    before = box.snapshot()
+    result = box.run("haproxy", env_file=_write_env(box, "haproxy-bad", **{key: value}))
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"kiln[haproxy]: ERROR: {message}"), result.stderr
+    assert "installing" not in result.stdout and "wrote" not in result.stdout
+    assert _diff(before, box.snapshot()) == []
+
+
 # --------------------------------------------------------------------------------------------
 # Components that must refuse, or stay off
 
