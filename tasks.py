@@ -247,6 +247,39 @@ def down(c, cluster="", destroy=False):
     say(f"{found.name}: {'destroyed' if destroy else 'halted'}")
 
 
+@task(iterable=[*COMMON, "targets", "expect_file"], help={
+    **COMMON_HELP,
+    "targets": "Only these targets (comma separated or repeated; default: every target in config.json).",
+    "report_dir": "Where nightly.json, nightly.xml and nightly.html go (default: build/reports).",
+    "cluster_shape": "Cluster shape also brought up and verified for the first passing qemu target "
+                     "(default 3m; '' for none).",
+    "accel": "QEMU/libvirt accelerator for builds, boots and the cluster: auto, kvm or tcg.",
+    "expect_file": "Also require this file on every booted node (repeatable): a canary that proves a "
+                   "failing check fails the night and shows in all three reports.",
+})
+@handle_errors
+def nightly(c, targets=None, report_dir="", cluster_shape="3m", accel="", expect_file=None, config=None,
+            set_=None, profile=""):
+    """Build, boot and verify every image this machine can make; JUnit, JSON and HTML report."""
+    from pathlib import Path
+
+    from kiln.nightly import Options, run_nightly
+
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    overlay = [*(f"--config={f}" for f in config or []), *(f"--set={s}" for s in set_ or []),
+               *([f"--profile={profile}"] if profile else [])]
+    reports = Path(report_dir) if report_dir else paths.reports
+    run, written = run_nightly(cfg, paths, split_csv(targets), reports,
+                               Options(overlay, cluster_shape, accel, list(expect_file or [])))
+    for entry in run.entries:
+        say(f"  {entry.result:<8} {entry.name}{': ' + entry.reason if entry.reason else ''}")
+    say(f"nightly: {run.verdict.upper()} in {run.seconds:.0f}s; reports: {written.html}, {written.junit}, "
+        f"{written.json}")
+    if run.verdict != "pass":
+        raise Exit(code=1)
+
+
 @task(iterable=["target"], help={"target": "Target(s) to pin (default: every target with an image)."})
 @handle_errors
 def pin(c, target=None):
@@ -265,6 +298,6 @@ def clean(c, all=False):
         say(f"removed {path}")
 
 
-ns = Collection(render, validate, build, base, test, up, status, ssh, ssh_config, down, report, doctor,
-                pin, clean)
+ns = Collection(render, validate, build, base, test, up, status, ssh, ssh_config, down, nightly, report,
+                doctor, pin, clean)
 ns.add_collection(ami_ns)

@@ -1,0 +1,47 @@
+"""What `invoke nightly` runs and what it reports as not run, decided before anything starts.
+The online check, AWS credentials and installed tools are passed in, so these tests neither
+reach the internet nor depend on what this host has; `invoke nightly` itself runs for real
+in tests/e2e/test_nightly.py."""
+
+from __future__ import annotations
+
+from kiln.config import load_config
+from kiln.nightly import plan
+from kiln.paths import Paths
+
+ALL_TOOLS = {"packer", "qemu-system-x86_64", "VBoxManage", "vagrant"}
+
+
+def _plan(tree: Paths, *, online: bool, credentials: bool, tools=ALL_TOOLS, **load):
+    cfg = load_config(tree, **load)
+    return {p.pair.name: p.not_run for p in plan(cfg, [], online=lambda url: online,
+                                                 credentials=lambda: credentials,
+                                                 have=lambda tool: tool in tools)}
+
+
+def test_offline_without_credentials_only_debian_12_qemu_runs(tree: Paths) -> None:
+    got = _plan(tree, online=False, credentials=False, profile="offline")
+    assert got["debian-12-qemu"] == ""
+    assert got["ubuntu-24.04-qemu"] == ("cloud-images.ubuntu.com is not reachable: the source image cannot "
+                                        "be downloaded (offline?)")
+    assert got["amazonlinux-2023-qemu"].startswith("cdn.amazonlinux.com is not reachable")
+    assert got["ubuntu-24.04-amazon-ebs"] == "no AWS credentials (the standard boto3 chain found none)"
+    assert got["debian-12-virtualbox"].startswith("boot tests of VirtualBox boxes are not written yet")
+    assert "debian-12-amazon-ebs" not in got  # debian-12 has no AMI source at all
+    assert sum(1 for reason in got.values() if not reason) == 1
+
+
+def test_unpinned_downloads_are_not_run_with_the_key_to_set(tree: Paths) -> None:
+    got = _plan(tree, online=True, credentials=True)
+    assert got["ubuntu-24.04-qemu"].startswith(
+        "cannot be built as configured: components.mesos.key_fingerprint")
+    assert "mesos: no package is known for debian-12" in got["debian-12-qemu"]
+
+
+def test_missing_tools_are_named(tree: Paths) -> None:
+    got = _plan(tree, online=True, credentials=True, tools=set(), profile="offline")
+    assert got["debian-12-qemu"] == "packer is not installed"
+    assert got["debian-12-virtualbox"] == "packer is not installed"
+    got = _plan(tree, online=True, credentials=True, tools={"packer"}, profile="offline")
+    assert got["debian-12-qemu"] == "qemu-system-x86_64 is not installed"
+    assert got["debian-12-virtualbox"] == "VirtualBox is not installed"
