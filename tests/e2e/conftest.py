@@ -23,9 +23,30 @@ CATALOG = ARTIFACT / "box-catalog.json"
 BOX_VOLUME_PREFIX = "kiln-VAGRANTSLASH-mesos-debian-12"
 
 
+NIGHTLY_REPORTS = REPO_ROOT / "build" / "reports" / "e2e-nightly"
+CANARY = "/etc/kiln/nightly-canary"
+
+
+@pytest.fixture(scope="session")
+def nightly() -> subprocess.CompletedProcess[str]:
+    """`invoke nightly --targets debian-12`, run once for the whole session: it builds the
+    debian-12 image (the other VM tests use that build), boots and verifies it, brings up a
+    one-node cluster with `invoke up`, and reports. A canary check (--expect-file of a file
+    no image has) must fail it, in every report form."""
+    started = time.monotonic()
+    done = subprocess.run([*INVOKE, "nightly", "--profile", "offline", "--targets", "debian-12",
+                           "--cluster-shape", "1", "--report-dir", str(NIGHTLY_REPORTS),
+                           "--expect-file", CANARY], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=3 * 3600)
+    print(done.stdout[-6000:], done.stderr[-3000:])
+    print(f"invoke nightly took {time.monotonic() - started:.0f}s")
+    return done
+
+
 @pytest.fixture(scope="session")
 def debian_box() -> Path:
-    """The box catalog of the debian-12 image; built here if an earlier test did not."""
+    """The box catalog of the debian-12 image (in a full run the nightly, which runs first,
+    built it); built here when there is none."""
     if not CATALOG.exists():
         started = time.monotonic()
         build = subprocess.run([*INVOKE, "build", "--profile", "offline", "--target", "debian-12",
