@@ -124,12 +124,17 @@ def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None
         f"({need} MiB needed), box {box.name} {box.version or ''}".rstrip())
     log = paths.logs / f"vagrant-{cluster.name}.log"
     t0 = time.monotonic()
+    existed = has_machines(directory)
     try:
         run([vagrant, "up", "--provider", provider], step=f"vagrant up ({cluster.name})",
             cwd=directory, env=vagrant_env(provider), log=log, quiet=quiet, timeout=3600)
     except (KeyboardInterrupt, Interrupted):
-        say(f"==> {cluster.name}: interrupted: destroying the machines it created")
-        _destroy(cluster, log)
+        if existed:
+            say(f"==> {cluster.name}: interrupted; its machines are left as they are "
+                f"(`invoke down --destroy --cluster {cluster.name}` removes them)")
+        else:
+            say(f"==> {cluster.name}: interrupted: destroying the machines it created")
+            _destroy(cluster, log)
         raise
     seconds["vagrant up"] = round(time.monotonic() - t0, 1)
     say(f"==> {cluster.name}: machines up after {seconds['vagrant up']:.0f}s; waiting until ready")
@@ -233,35 +238,41 @@ def status(paths: Paths, name: str | None) -> tuple[Cluster, list[MachineState],
 
 
 def write_ssh_config(cluster: Cluster, only: Sequence[str] | None = None) -> Path:
-    """One Host block per machine, from `vagrant ssh-config`, with a shared master connection
-    per host so testinfra's many commands stay cheap."""
-    import vagrant as python_vagrant
-
-    v = python_vagrant.Vagrant(str(cluster.directory), env=_full_env())
+    """One Host block per machine, from one `vagrant ssh-config` call, with a shared master
+    connection per host so testinfra's many commands stay cheap."""
+    names = list(only) if only is not None else [m["name"] for m in cluster.machines]
+    result = run([which("vagrant", VAGRANT_HINT), "ssh-config", *names], step="vagrant ssh-config",
+                 cwd=cluster.directory, env=vagrant_env(), quiet=True, timeout=300)
+    blocks = parse_ssh_config(result.output)
     hosts = []
-    for machine in only if only is not None else [m["name"] for m in cluster.machines]:
-        fields = parse_ssh_config(v.ssh_config(vm_name=machine))
-        hosts.append(sshconfig.SshHost(machine, fields["hostname"], int(fields.get("port", "22")),
+    for name in names:
+        fields = blocks.get(name)
+        if fields is None:
+            raise KilnError(f"vagrant ssh-config gave no Host block for {name} in {cluster.directory}")
+        hosts.append(sshconfig.SshHost(name, fields["hostname"], int(fields.get("port", "22")),
                                        fields["user"], Path(fields["identityfile"].strip('"'))))
     return sshconfig.write(cluster.ssh_config, hosts, control_dir=cluster.directory / ".ssh-control",
                            persist="120s")
 
 
-def parse_ssh_config(text: str) -> dict[str, str]:
-    """The first Host block of an ssh_config as lower-cased key -> value."""
-    fields: dict[str, str] = {}
+def parse_ssh_config(text: str) -> dict[str, dict[str, str]]:
+    """Host alias -> its lower-cased keys and values (the first value of each key wins)."""
+    blocks: dict[str, dict[str, str]] = {}
+    current: dict[str, str] | None = None
     for line in text.splitlines():
         parts = line.strip().split(None, 1)
         if len(parts) != 2:
             continue
-        key, value = parts[0].lower(), parts[1]
-        if key == "host" and fields:
-            break
-        fields.setdefault(key, value)
-    missing = [k for k in ("hostname", "user", "identityfile") if k not in fields]
-    if missing:
-        raise KilnError(f"vagrant ssh-config gave no {', '.join(missing)}: {text[:200]!r}")
-    return fields
+        key, value = parts[0].lower(), parts[1].strip()
+        if key == "host":
+            current = blocks.setdefault(value, {})
+        elif current is not None:
+            current.setdefault(key, value)
+    for alias, fields in blocks.items():
+        missing = [k for k in ("hostname", "user", "identityfile") if k not in fields]
+        if missing:
+            raise KilnError(f"vagrant ssh-config gave no {', '.join(missing)} for {alias}")
+    return blocks
 
 
 def down(paths: Paths, name: str | None, destroy: bool) -> Cluster:

@@ -1,0 +1,69 @@
+"""kiln.cluster's pure parts: reading `vagrant ssh-config`, finding the cluster a task means."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kiln import cluster
+from kiln.config import load_config
+from kiln.errors import KilnError, UserError
+from kiln.paths import Paths
+from kiln.vagrant import render_cluster, write_cluster
+
+# What `vagrant ssh-config m1 m2` prints with vagrant-libvirt (2.3.4 / 0.11.2).
+SSH_CONFIG = """Host m1
+  HostName 192.168.121.17
+  User kiln
+  Port 22
+  UserKnownHostsFile /dev/null
+  StrictHostKeyChecking no
+  PasswordAuthentication no
+  IdentityFile /work/main/build/keys/kiln_ed25519
+  IdentitiesOnly yes
+  LogLevel FATAL
+  PubkeyAcceptedKeyTypes +ssh-rsa
+  HostKeyAlgorithms +ssh-rsa
+
+Host m2
+  HostName 192.168.121.54
+  User kiln
+  Port 22
+  IdentityFile "/work/main/build/keys/kiln_ed25519"
+"""
+
+
+def test_every_host_block_of_vagrant_ssh_config_is_read() -> None:
+    blocks = cluster.parse_ssh_config(SSH_CONFIG)
+    assert sorted(blocks) == ["m1", "m2"]
+    assert blocks["m1"]["hostname"] == "192.168.121.17" and blocks["m1"]["user"] == "kiln"
+    assert blocks["m2"]["identityfile"].strip('"') == "/work/main/build/keys/kiln_ed25519"
+
+
+def test_a_block_without_an_address_is_an_error() -> None:
+    with pytest.raises(KilnError, match="no hostname for m3"):
+        cluster.parse_ssh_config("Host m3\n  User kiln\n  IdentityFile /k\n")
+
+
+def _machines(directory: Path) -> None:
+    state = directory / ".vagrant" / "machines" / "m1" / "libvirt"
+    state.mkdir(parents=True)
+    (state / "id").write_text("0f3c")
+
+
+def test_the_only_cluster_with_machines_is_the_default(tree: Paths) -> None:
+    cfg = load_config(tree)
+    first = write_cluster(render_cluster(cfg, "3m", tree))
+    write_cluster(render_cluster(cfg, "3m2a", tree))
+    with pytest.raises(UserError, match="no cluster has machines"):
+        cluster.load(tree, None)
+    _machines(first)
+    found = cluster.load(tree, None)
+    assert (found.name, found.roles()) == ("kiln-3m", [("m1", "master"), ("m2", "master"), ("m3", "master")])
+    _machines(tree.build / "vagrant" / "kiln-3m2a")
+    with pytest.raises(UserError, match="several clusters have machines: kiln-3m, kiln-3m2a"):
+        cluster.load(tree, None)
+    assert cluster.load(tree, "kiln-3m2a").name == "kiln-3m2a"
+    with pytest.raises(UserError, match="no cluster 'lab'"):
+        cluster.load(tree, "lab")
