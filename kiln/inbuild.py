@@ -5,6 +5,9 @@ check exits non-zero, which fails the Packer build (and kiln discards the artifa
     python -m kiln.inbuild connect --host H --port P --user U --key KEY --name PAIR
     python -m kiln.inbuild verify  --host H --port P --user U --key KEY --name PAIR
 
+(`--key-from-env VAR` instead of `--key`: the private key's text is in VAR, as Packer gives
+its temporary EC2 key pair; it is written to a 0600 file in the verification directory.)
+
 Cleanup removes the SSH host keys, after which sshd accepts no new connection. So
 `connect` runs before cleanup and opens a persistent OpenSSH master connection, and
 `verify` (after cleanup) runs every check through it, then closes it.
@@ -13,6 +16,7 @@ Cleanup removes the SSH host keys, after which sshd accepts no new connection. S
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,15 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", required=True, type=int)
     parser.add_argument("--user", required=True)
-    parser.add_argument("--key", required=True, type=Path)
+    key = parser.add_mutually_exclusive_group(required=True)
+    key.add_argument("--key", type=Path, help="private key file")
+    key.add_argument("--key-from-env", metavar="VAR", help="environment variable holding the private key")
     parser.add_argument("--name", required=True, help="the build pair, e.g. debian-12-qemu")
     parser.add_argument("--extra", action="append", default=[],
                         help="extra pytest argument (repeatable), e.g. a -k filter")
     args = parser.parse_args(argv)
     paths = Paths()
     workdir = paths.build / "verify" / args.name
+    key_file = args.key if args.key is not None else _key_from_env(args.key_from_env, workdir)
     cfg = sshconfig.write(workdir / "inbuild.ssh_config",
-                          [sshconfig.SshHost("build-vm", args.host, args.port, args.user, args.key)],
+                          [sshconfig.SshHost("build-vm", args.host, args.port, args.user, key_file)],
                           control_dir=workdir / "ssh-control", persist="1800s")
     if args.action == "connect":
         opened = subprocess.run(["ssh", "-F", str(cfg), "-fN", "-o", "ControlPersist=1800", "build-vm"],
@@ -57,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> in-build verification FAILED: the image is not accepted (report: {report})",
               file=sys.stderr, flush=True)
     return result.returncode
+
+
+def _key_from_env(variable: str, workdir: Path) -> Path:
+    text = os.environ.get(variable, "")
+    if "PRIVATE KEY" not in text:
+        raise SystemExit(f"==> in-build verification: ${variable} holds no private key")
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / "build-instance.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text if text.endswith("\n") else text + "\n")
+    return path
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from kiln.targets import Pair
 ALWAYS_LAST = ("manifest", "cleanup")
 UPLOADED_DIRS = ("provision", "kiln_node", "kiln_bridge")
 
+INBUILD_KEY_ENV = "KILN_INBUILD_KEY"
+
 
 @dataclass(frozen=True)
 class RenderOptions:
@@ -217,8 +219,12 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             "python": sys.executable,
             "root": str(paths.root),
             "extra": list(options.verify_extra),
-            "args": (f"--host ${{build.Host}} --port ${{build.Port}} --user ${{build.User}} "
-                     f"--key {options.ssh_key} --name {pair.name}"),
+            # Packer logs in to an EC2 build instance with a temporary key pair of its own,
+            # which only Packer knows: it hands the key over in the environment.
+            "key_env": INBUILD_KEY_ENV if pair.builder.needs == "ami" else "",
+            "args": ("--host ${build.Host} --port ${build.Port} --user ${build.User} "
+                     + (f"--key-from-env {INBUILD_KEY_ENV}" if pair.builder.needs == "ami"
+                        else f"--key {options.ssh_key}") + f" --name {pair.name}"),
         },
         "ami_tags": _ami_tags(config, pair),
     }

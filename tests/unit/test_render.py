@@ -146,3 +146,16 @@ def test_selecting_an_impossible_pair_is_a_user_error(tree: Paths) -> None:
         select_pairs(cfg.data, ["debian-12"], ["amazon-ebs"])
     with pytest.raises(UserError, match="unknown target 'fedora-40'"):
         select_pairs(cfg.data, ["fedora-40"], None)
+
+
+def test_in_build_verification_of_an_ami_uses_packers_own_key(tree: Paths, ssh_key: Path) -> None:
+    cfg = load_config(tree)
+    opts = RenderOptions(packer_version=OLD, git_revision="t", accelerator="tcg",
+                         ssh_key=ssh_key)
+    for pair in select_pairs(cfg.data, ["ubuntu-24.04"], ["amazon-ebs", "qemu"]):
+        hcl = render_pair(cfg, pair, tree, opts).files["kiln.pkr.hcl"]
+        if pair.builder.name == "amazon-ebs":
+            assert "--key-from-env KILN_INBUILD_KEY" in hcl and f"--key {ssh_key}" not in hcl
+            assert '"KILN_INBUILD_KEY=${build.SSHPrivateKey}"' in hcl
+        else:
+            assert f"--key {ssh_key}" in hcl and "SSHPrivateKey" not in hcl
