@@ -28,6 +28,7 @@ MARATHON_ENV = "/etc/kiln/marathon.env"
 BRIDGE_ENV = "/etc/kiln/haproxy-bridge.env"
 RANCHER_ENV = "/etc/kiln/rancher.env"
 MARATHON_PORT = 8080
+MARATHON_LIBPROCESS_PORT = 15101
 
 Files = Dict[str, Tuple[str, int]]
 
@@ -121,6 +122,10 @@ def marathon_env(spec: Dict[str, Any]) -> str:
         ("MARATHON_ZK", "zk://{}/marathon".format(hosts)),
         ("MARATHON_HOSTNAME", spec["ip"]),
         ("MARATHON_HTTP_PORT", str(MARATHON_PORT)),
+        # The leading master calls Marathon's scheduler back: on the cluster address (not the
+        # NAT interface a Vagrant machine also has) and on a fixed port a firewall can open.
+        ("LIBPROCESS_IP", spec["ip"]),
+        ("LIBPROCESS_PORT", str(MARATHON_LIBPROCESS_PORT)),
     ], "environment of marathon.service")
 
 

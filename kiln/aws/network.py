@@ -40,6 +40,7 @@ CLUSTER_PORTS: tuple[PortRange, ...] = (
     PortRange(5051, 5051, "mesos agent"),
     PortRange(8080, 8080, "marathon"),
     PortRange(10000, 10100, "haproxy service ports"),
+    PortRange(15101, 15101, "marathon scheduler (LIBPROCESS_PORT)"),
     PortRange(31000, 32000, "mesos task ports"),
 )
 ADMIN_PORTS: tuple[PortRange, ...] = (

@@ -169,7 +169,7 @@ def test_security_group_allows_cluster_ports_among_members_and_ui_ports_from_adm
         assert not rule.get("Ipv6Ranges") and not rule.get("PrefixListIds")
     members = {(a, b, group_id) for a, b in [(22, 22), (80, 80), (2181, 2181), (2888, 2888), (3888, 3888),
                                              (5050, 5050), (5051, 5051), (8080, 8080), (10000, 10100),
-                                             (31000, 32000)]}
+                                             (15101, 15101), (31000, 32000)]}
     admins = {(a, a, "203.0.113.0/24") for a in (22, 80, 5050, 8080)}
     assert seen == members | admins
     cluster.destroy(aws, "sg", timeout=60)

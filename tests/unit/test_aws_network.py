@@ -37,7 +37,7 @@ def test_members_reach_the_cluster_ports_admins_only_ssh_and_uis() -> None:
     rules = _flat(ingress_rules("sg-1", "198.51.100.0/24"))
     members = {(p.first, p.last, "sg-1") for p in CLUSTER_PORTS}
     assert {(2181, 2181), (2888, 2888), (3888, 3888), (5050, 5050), (5051, 5051), (8080, 8080), (80, 80),
-            (10000, 10100), (22, 22)} <= {(a, b) for a, b, _ in members}
+            (10000, 10100), (15101, 15101), (22, 22)} <= {(a, b) for a, b, _ in members}
     assert rules == members | {(p, p, "198.51.100.0/24") for p in (22, 80, 5050, 8080)}
     assert {(p.first, p.last) for p in ADMIN_PORTS} == {(22, 22), (80, 80), (5050, 5050), (8080, 8080)}
 

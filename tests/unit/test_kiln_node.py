@@ -130,7 +130,8 @@ def test_standalone_files_and_services(tmp_path: Path) -> None:
     assert text(tmp_path, "/etc/kiln/marathon.env") == (
         HEADER + "# environment of marathon.service\n"
         "MARATHON_MASTER=zk://10.141.141.10:2181/mesos\nMARATHON_ZK=zk://10.141.141.10:2181/marathon\n"
-        "MARATHON_HOSTNAME=10.141.141.10\nMARATHON_HTTP_PORT=8080\n")
+        "MARATHON_HOSTNAME=10.141.141.10\nMARATHON_HTTP_PORT=8080\n"
+        "LIBPROCESS_IP=10.141.141.10\nLIBPROCESS_PORT=15101\n")
     assert text(tmp_path, "/etc/kiln/haproxy-bridge.env") == (
         HEADER + "# environment of kiln-haproxy-bridge.service\n"
         "KILN_BRIDGE_MARATHON_URLS=http://10.141.141.10:8080\n")
@@ -161,7 +162,8 @@ def test_master_of_three(tmp_path: Path) -> None:
     assert text(tmp_path, "/etc/kiln/marathon.env") == (
         HEADER + "# environment of marathon.service\n"
         f"MARATHON_MASTER={ZK}/mesos\nMARATHON_ZK={ZK}/marathon\n"
-        "MARATHON_HOSTNAME=10.141.141.11\nMARATHON_HTTP_PORT=8080\n")
+        "MARATHON_HOSTNAME=10.141.141.11\nMARATHON_HTTP_PORT=8080\n"
+        "LIBPROCESS_IP=10.141.141.11\nLIBPROCESS_PORT=15101\n")
     assert text(tmp_path, "/etc/kiln/haproxy-bridge.env") == (
         HEADER + "# environment of kiln-haproxy-bridge.service\nKILN_BRIDGE_MARATHON_URLS="
         "http://10.141.141.10:8080,http://10.141.141.11:8080,http://10.141.141.12:8080\n")
