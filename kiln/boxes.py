@@ -55,3 +55,24 @@ def resolve(config: Config, paths: Paths, provider: str) -> Box:
         f"no {provider} box: nothing built at {path} and trial.box_url is empty",
         f"run `invoke build --target {trial['target']} --builder {builder}` "
         f"(offline: `invoke build --profile offline`), or set trial.box_url to a box or catalog URL")
+
+
+def installed(box: Box, provider: str, directory: Path) -> bool:
+    """Whether Vagrant already has this box (this version, when the box has one)."""
+    import os
+
+    import vagrant as python_vagrant
+
+    env = {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    for have in python_vagrant.Vagrant(str(directory), env=env).box_list():
+        if have.name == box.name and have.provider == provider and (not box.version
+                                                                     or have.version == box.version):
+            return True
+    return False
+
+
+def add_command(box: Box, provider: str, vagrant: str) -> list[str]:
+    """`vagrant box add` for the box: a catalog (with its version) or a plain .box URL."""
+    if box.version:
+        return [vagrant, "box", "add", "--provider", provider, "--box-version", box.version, box.url]
+    return [vagrant, "box", "add", "--provider", provider, "--name", box.name, box.url]

@@ -124,6 +124,13 @@ def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None
         f"({need} MiB needed), box {box.name} {box.version or ''}".rstrip())
     log = paths.logs / f"vagrant-{cluster.name}.log"
     t0 = time.monotonic()
+    if box.url and not boxes.installed(box, provider, directory):
+        # Machines brought up in parallel would each start adding a missing box at once.
+        say(f"==> adding box {box.name} {box.version} ({provider}) from {box.url}")
+        run(boxes.add_command(box, provider, vagrant), step="vagrant box add", cwd=directory,
+            env=vagrant_env(provider), log=log, quiet=quiet, timeout=3600)
+        seconds["box add"] = round(time.monotonic() - t0, 1)
+    t0 = time.monotonic()
     existed = has_machines(directory)
     try:
         run([vagrant, "up", "--provider", provider], step=f"vagrant up ({cluster.name})",

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import INVOKE, run_in
 
+from kiln import sshconfig
+from kiln.cluster import parse_ssh_config
 from kiln.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -35,10 +37,13 @@ def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box
         assert f"{config['vm_name']} {config['ip_address']} (standalone): READY" in up.stdout
         assert f"kiln: {config['vm_name']} (standalone) is up at {config['ip_address']}" in up.stdout
         assert f"Mesos       http://{config['ip_address']}:5050" in up.stdout
-        ssh_config = tmp_path / "ssh_config"
         got = run_in(libvirt_ns, ["vagrant", "ssh-config"], env)
         assert got.returncode == 0
-        ssh_config.write_text(got.stdout)
+        # One master connection for all of testinfra's commands, as kiln's own configs have.
+        (fields,) = parse_ssh_config(got.stdout).values()
+        ssh_config = sshconfig.write(tmp_path / "ssh_config", [sshconfig.SshHost(
+            config["vm_name"], fields["hostname"], int(fields["port"]), fields["user"],
+            Path(fields["identityfile"].strip('"')))], control_dir=tmp_path / "control")
         # The standalone suites, as `invoke test` runs them on a booted image.
         suites = run_in(libvirt_ns, [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"),
                                      "-p", "no:cacheprovider", "-q", "-rfEs",

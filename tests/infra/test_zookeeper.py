@@ -32,10 +32,12 @@ def test_znode_write_and_read(host, components, phase, role) -> None:
     cli = host.run("ls /usr/share/zookeeper/bin/zkCli.sh /opt/zookeeper/bin/zkCli.sh 2>/dev/null "
                    "| head -1").stdout.strip()
     assert cli, "zkCli.sh not found"
-    host.run(f"{cli} -server 127.0.0.1:2181 delete /kiln-infra-test >/dev/null 2>&1")
-    create = host.run(f"{cli} -server 127.0.0.1:2181 create /kiln-infra-test hello 2>&1")
+    # One znode per node: the masters of a cluster share one ensemble and run this at once.
+    znode = f"/kiln-infra-test-{host.check_output('hostname -s')}"
+    host.run(f"{cli} -server 127.0.0.1:2181 delete {znode} >/dev/null 2>&1")
+    create = host.run(f"{cli} -server 127.0.0.1:2181 create {znode} hello 2>&1")
     assert create.rc == 0, create.stdout
-    read = host.run(f"{cli} -server 127.0.0.1:2181 get /kiln-infra-test 2>&1")
+    read = host.run(f"{cli} -server 127.0.0.1:2181 get {znode} 2>&1")
     assert "hello" in read.stdout.splitlines()
 
 
@@ -55,4 +57,4 @@ def test_masters_form_one_ensemble(host, components, phase, role, node_spec) -> 
     servers = sorted(ln.split("=", 1)[1].split(":")[0] for ln in conf.splitlines()
                      if ln.startswith("server."))
     assert servers == sorted(masters)
-    assert host.file("/var/lib/zookeeper/myid").content_string.strip() == str(node_spec["node_id"])
+    assert host.check_output("sudo cat /var/lib/zookeeper/myid").strip() == str(node_spec["node_id"])

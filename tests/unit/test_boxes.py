@@ -89,3 +89,14 @@ def test_the_trial_picks_the_box_of_the_provider_it_runs_with(tree: Paths) -> No
     assert _ruby_trial(tree, "up", "--provider=virtualbox")["box"]["url"] == vbox.as_uri()
     assert _ruby_trial(tree, env={"VAGRANT_DEFAULT_PROVIDER": "virtualbox"})["box"]["url"] == vbox.as_uri()
     assert _ruby_trial(tree)["box"]["url"].endswith("debian-12-qemu/box-catalog.json")
+
+
+def test_the_add_command_pins_a_catalog_version_or_names_a_plain_box() -> None:
+    catalog = boxes.Box("kiln/mesos-debian-12", "0.1.0.20261123120000", "file:///b/box-catalog.json", True)
+    assert boxes.add_command(catalog, "libvirt", "vagrant") == [
+        "vagrant", "box", "add", "--provider", "libvirt", "--box-version", "0.1.0.20261123120000",
+        "file:///b/box-catalog.json"]
+    plain = boxes.Box("kiln/mesos-debian-12", "", "https://boxes.example.org/kiln.box", False)
+    assert boxes.add_command(plain, "virtualbox", "vagrant") == [
+        "vagrant", "box", "add", "--provider", "virtualbox", "--name", "kiln/mesos-debian-12",
+        "https://boxes.example.org/kiln.box"]
