@@ -10,7 +10,7 @@ import pytest
 
 from kiln.paths import REPO_ROOT, Paths
 
-COPIED = ("config.json", "config.schema.json", "profiles", "packer", "vagrant", "provision",
+COPIED = ("config.json", "config.schema.json", "Vagrantfile", "profiles", "packer", "vagrant", "provision",
           "kiln_node", "kiln_bridge")
 
 
