@@ -130,6 +130,13 @@ def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None
         run(boxes.add_command(box, provider, vagrant), step="vagrant box add", cwd=directory,
             env=vagrant_env(provider), log=log, quiet=quiet, timeout=3600)
         seconds["box add"] = round(time.monotonic() - t0, 1)
+    if provider == "libvirt":
+        t0 = time.monotonic()
+        volume = boxes.seed_libvirt_pool(box, log=log)
+        if volume:
+            seconds["box into libvirt pool"] = round(time.monotonic() - t0, 1)
+            say(f"==> box image uploaded into libvirt's pool as {volume} "
+                f"({seconds['box into libvirt pool']:.0f}s)")
     t0 = time.monotonic()
     existed = has_machines(directory)
     try:

@@ -100,3 +100,17 @@ def test_the_add_command_pins_a_catalog_version_or_names_a_plain_box() -> None:
     assert boxes.add_command(plain, "virtualbox", "vagrant") == [
         "vagrant", "box", "add", "--provider", "virtualbox", "--name", "kiln/mesos-debian-12",
         "https://boxes.example.org/kiln.box"]
+
+
+def test_the_pool_volume_has_the_name_vagrant_libvirt_looks_for(tmp_path: Path) -> None:
+    # As vagrant-libvirt 0.11.2 names it (seen in the pool after a `vagrant up`).
+    assert boxes.libvirt_volume("kiln/mesos-debian-12", "0.1.0.20261123183432") == (
+        "kiln-VAGRANTSLASH-mesos-debian-12_vagrant_box_image_0.1.0.20261123183432_box.img")
+    assert boxes.box_image("kiln/mesos-debian-12", "0.1.0.1", tmp_path) == (
+        tmp_path / "boxes" / "kiln-VAGRANTSLASH-mesos-debian-12" / "0.1.0.1" / "libvirt" / "box.img")
+
+
+def test_nothing_to_seed_without_a_version_or_an_installed_image(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path))
+    assert boxes.seed_libvirt_pool(boxes.Box("kiln/x", "", "https://e.example/x.box", False)) is None
+    assert boxes.seed_libvirt_pool(boxes.Box("kiln/x", "1.0", "file:///c.json", True)) is None
