@@ -4,6 +4,8 @@ lost master, refuses writes without a quorum and recovers with its data.
 
 Every machine runs under libvirt (TCG here: this host's KVM cannot run Linux guests) inside a
 network namespace the tests create; vagrant, ssh and kiln run inside it too (conftest.run_in).
+The cluster test runs first: `invoke up` puts the box image into libvirt's pool, which the
+trial's plain `vagrant up` then finds (its own upload would take minutes under TCG).
 """
 
 from __future__ import annotations
@@ -24,41 +26,6 @@ from kiln.paths import REPO_ROOT
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
 ZKCLI = "/usr/share/zookeeper/bin/zkCli.sh"
-
-
-def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box, tmp_path: Path) -> None:
-    env = {**vagrant_env, "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant")}
-    config = json.loads((REPO_ROOT / "config.json").read_text())["trial"]
-    try:
-        up = run_in(libvirt_ns, ["vagrant", "up"], env)
-        assert up.returncode == 0
-        # The provisioner applied the standalone spec and waited for the node's services.
-        assert f"kiln-node: {config['vm_name']} {config['ip_address']} = standalone node" in up.stdout
-        assert f"{config['vm_name']} {config['ip_address']} (standalone): READY" in up.stdout
-        assert f"kiln: {config['vm_name']} (standalone) is up at {config['ip_address']}" in up.stdout
-        assert f"Mesos       http://{config['ip_address']}:5050" in up.stdout
-        got = run_in(libvirt_ns, ["vagrant", "ssh-config"], env)
-        assert got.returncode == 0
-        # One master connection for all of testinfra's commands, as kiln's own configs have.
-        (fields,) = parse_ssh_config(got.stdout).values()
-        ssh_config = sshconfig.write(tmp_path / "ssh_config", [sshconfig.SshHost(
-            config["vm_name"], fields["hostname"], int(fields["port"]), fields["user"],
-            Path(fields["identityfile"].strip('"')))], control_dir=tmp_path / "control")
-        # The standalone suites, as `invoke test` runs them on a booted image.
-        suites = run_in(libvirt_ns, [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"),
-                                     "-p", "no:cacheprovider", "-q", "-rfEs",
-                                     f"--hosts=ssh://{config['vm_name']}", f"--ssh-config={ssh_config}",
-                                     "--kiln-phase=boot",
-                                     f"--junitxml={REPO_ROOT / 'build' / 'reports' / 'vagrant-trial.xml'}"],
-                        env, timeout=1200)
-        assert suites.returncode == 0
-        # The machine really is on the trial's private address (inside the namespace).
-        addr = run_in(libvirt_ns, ["vagrant", "ssh", "-c", "ip -4 -o addr show"], env)
-        assert f"inet {config['ip_address']}/24" in addr.stdout
-    finally:
-        destroyed = run_in(libvirt_ns, ["vagrant", "destroy", "-f"], env)
-    assert destroyed.returncode == 0
-    assert libvirt_ns.virsh("list", "--all", "--name").stdout.split() == []
 
 
 class Ensemble:
@@ -128,4 +95,39 @@ def test_three_masters_form_an_ensemble_that_keeps_and_loses_quorum(libvirt_ns, 
             down = run_in(libvirt_ns, [*INVOKE, "down", "--destroy", "--cluster", name], vagrant_env)
             assert down.returncode == 0
     assert not directory.exists()
+    assert libvirt_ns.virsh("list", "--all", "--name").stdout.split() == []
+
+
+def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box, tmp_path: Path) -> None:
+    env = {**vagrant_env, "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant")}
+    config = json.loads((REPO_ROOT / "config.json").read_text())["trial"]
+    try:
+        up = run_in(libvirt_ns, ["vagrant", "up"], env)
+        assert up.returncode == 0
+        # The provisioner applied the standalone spec and waited for the node's services.
+        assert f"kiln-node: {config['vm_name']} {config['ip_address']} = standalone node" in up.stdout
+        assert f"{config['vm_name']} {config['ip_address']} (standalone): READY" in up.stdout
+        assert f"kiln: {config['vm_name']} (standalone) is up at {config['ip_address']}" in up.stdout
+        assert f"Mesos       http://{config['ip_address']}:5050" in up.stdout
+        got = run_in(libvirt_ns, ["vagrant", "ssh-config"], env)
+        assert got.returncode == 0
+        # One master connection for all of testinfra's commands, as kiln's own configs have.
+        (fields,) = parse_ssh_config(got.stdout).values()
+        ssh_config = sshconfig.write(tmp_path / "ssh_config", [sshconfig.SshHost(
+            config["vm_name"], fields["hostname"], int(fields["port"]), fields["user"],
+            Path(fields["identityfile"].strip('"')))], control_dir=tmp_path / "control")
+        # The standalone suites, as `invoke test` runs them on a booted image.
+        suites = run_in(libvirt_ns, [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"),
+                                     "-p", "no:cacheprovider", "-q", "-rfEs",
+                                     f"--hosts=ssh://{config['vm_name']}", f"--ssh-config={ssh_config}",
+                                     "--kiln-phase=boot",
+                                     f"--junitxml={REPO_ROOT / 'build' / 'reports' / 'vagrant-trial.xml'}"],
+                        env, timeout=1200)
+        assert suites.returncode == 0
+        # The machine really is on the trial's private address (inside the namespace).
+        addr = run_in(libvirt_ns, ["vagrant", "ssh", "-c", "ip -4 -o addr show"], env)
+        assert f"inet {config['ip_address']}/24" in addr.stdout
+    finally:
+        destroyed = run_in(libvirt_ns, ["vagrant", "destroy", "-f"], env)
+    assert destroyed.returncode == 0
     assert libvirt_ns.virsh("list", "--all", "--name").stdout.split() == []
