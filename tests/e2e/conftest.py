@@ -6,25 +6,15 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_helpers import BOX_VOLUME_PREFIX, CANARY, CATALOG, INVOKE, NIGHTLY_REPORTS
 
 from kiln import netns
 from kiln.paths import REPO_ROOT
-
-INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
-PAIR = "debian-12-qemu"
-ARTIFACT = REPO_ROOT / "build" / "artifacts" / PAIR
-CATALOG = ARTIFACT / "box-catalog.json"
-BOX_VOLUME_PREFIX = "kiln-VAGRANTSLASH-mesos-debian-12"
-
-
-NIGHTLY_REPORTS = REPO_ROOT / "build" / "reports" / "e2e-nightly"
-CANARY = "/etc/kiln/nightly-canary"
 
 
 @pytest.fixture(scope="session")
@@ -78,13 +68,3 @@ def vagrant_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {**os.environ, "VAGRANT_HOME": str(home), "VAGRANT_CHECKPOINT_DISABLE": "1",
             "VAGRANT_NO_COLOR": "1", "VAGRANT_DEFAULT_PROVIDER": "libvirt"}
 
-
-def run_in(ns: netns.LibvirtNamespace, argv: list[str], env: dict[str, str], *, cwd: Path = REPO_ROOT,
-           timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    """A command inside the namespace, its output printed (pytest shows it on failure)."""
-    started = time.monotonic()
-    done = subprocess.run(ns.argv(argv), cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
-    print(f"$ {' '.join(argv)}  ({time.monotonic() - started:.0f}s, exit {done.returncode})")
-    print(done.stdout[-5000:], done.stderr[-3000:])
-    return done

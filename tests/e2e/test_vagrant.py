@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import INVOKE, run_in
+from e2e_helpers import INVOKE, run_in
 
 from kiln import sshconfig
 from kiln.cluster import parse_ssh_config

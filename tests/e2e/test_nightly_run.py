@@ -11,7 +11,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import CANARY, NIGHTLY_REPORTS
+from e2e_helpers import CANARY, NIGHTLY_REPORTS
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
