@@ -112,3 +112,18 @@ def wait_until(host: Any, command: str, seconds: int = 60) -> Any:
         f"for i in $(seq {seconds}); do out=$({command}) && {{ echo \"$out\"; exit 0; }}; sleep 1; done;"
         f" {command}"
     )
+
+
+JVM_CRASH = "A fatal error has been detected by the Java Runtime Environment"
+
+
+def jvm_run(host: Any, command: str, attempts: int = 3) -> Any:
+    """Run a Java client tool (zkCli.sh), again when the JVM itself crashed: under TCG emulation
+    the JIT now and then dies with SIGSEGV (exit 134, an hs_err report), which says nothing
+    about the service the tool talks to. Any other failure is returned as it is."""
+    out = host.run(command)
+    for _ in range(attempts - 1):
+        if out.rc != 134 and JVM_CRASH not in out.stdout:
+            break
+        out = host.run(command)
+    return out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import boot_only, for_roles, port_open, require, unit_active, unit_enabled, wait_until
+from conftest import boot_only, for_roles, jvm_run, port_open, require, unit_active, unit_enabled, wait_until
 
 
 def test_installed_with_its_own_unit(host, components, phase) -> None:
@@ -34,10 +34,10 @@ def test_znode_write_and_read(host, components, phase, role) -> None:
     assert cli, "zkCli.sh not found"
     # One znode per node: the masters of a cluster share one ensemble and run this at once.
     znode = f"/kiln-infra-test-{host.check_output('hostname -s')}"
-    host.run(f"{cli} -server 127.0.0.1:2181 delete {znode} >/dev/null 2>&1")
-    create = host.run(f"{cli} -server 127.0.0.1:2181 create {znode} hello 2>&1")
+    jvm_run(host, f"{cli} -server 127.0.0.1:2181 delete {znode} >/dev/null 2>&1")
+    create = jvm_run(host, f"{cli} -server 127.0.0.1:2181 create {znode} hello 2>&1")
     assert create.rc == 0, create.stdout
-    read = host.run(f"{cli} -server 127.0.0.1:2181 get {znode} 2>&1")
+    read = jvm_run(host, f"{cli} -server 127.0.0.1:2181 get {znode} 2>&1")
     assert "hello" in read.stdout.splitlines()
 
 
