@@ -176,6 +176,7 @@ def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, co
        profile=""):
     """Bring up a Vagrant cluster of the given shape and wait until it is ready."""
     from kiln import cluster as cluster_mod
+    from kiln.endpoints import one_line
 
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
@@ -185,10 +186,8 @@ def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, co
     say(f"\n{result.name}: READY in {seconds['total']:.0f}s (machines {seconds['vagrant up']:.0f}s, "
         f"services {seconds['ready']:.0f}s): {ready.line()}")
     for machine in result.machines:
-        ip = machine["ip"]
-        ui = f"Mesos http://{ip}:5050  Marathon http://{ip}:8080" if machine["role"] != "agent" \
-            else f"agent http://{ip}:5051"
-        say(f"  {machine['name']:<8} {machine['role']:<10} {ip:<15} {ui}")
+        ui = one_line(machine["role"], machine["ip"], result.data["box"].get("components"))
+        say(f"  {machine['name']:<8} {machine['role']:<10} {machine['ip']:<15} {ui}")
     say(f"next: invoke status --cluster {result.name} | invoke ssh NODE | invoke test --cluster "
         f"{result.name} | invoke down --destroy --cluster {result.name}")
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from kiln.artifacts import CATALOG
+from kiln.artifacts import CATALOG, GUEST_MANIFEST
 from kiln.config import Config
 from kiln.errors import UserError
 from kiln.paths import Paths
@@ -27,9 +28,12 @@ class Box:
     version: str  # "" when the URL is not a catalog (Vagrant then takes any version)
     url: str  # "" when the box must already be installed
     local: bool  # built in this checkout
+    # What the image holds (from its image-manifest.json); None when unknown (a remote box).
+    components: tuple[str, ...] | None = None
 
-    def as_json(self) -> dict[str, str]:
-        return {"name": self.name, "version": self.version, "url": self.url}
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "url": self.url,
+                "components": list(self.components) if self.components is not None else None}
 
 
 def catalog_path(paths: Paths, target: str, provider: str) -> Path:
@@ -47,7 +51,8 @@ def resolve(config: Config, paths: Paths, provider: str) -> Box:
     except (OSError, ValueError):
         catalog = None
     if isinstance(catalog, dict) and catalog.get("versions"):
-        return Box(catalog["name"], str(catalog["versions"][0]["version"]), path.as_uri(), True)
+        return Box(catalog["name"], str(catalog["versions"][0]["version"]), path.as_uri(), True,
+                   image_components(path.parent))
     if trial["box_url"]:
         return Box(trial["box_name"], "", trial["box_url"], False)
     builder = BUILDER_FOR_PROVIDER[provider]
@@ -55,6 +60,15 @@ def resolve(config: Config, paths: Paths, provider: str) -> Box:
         f"no {provider} box: nothing built at {path} and trial.box_url is empty",
         f"run `invoke build --target {trial['target']} --builder {builder}` "
         f"(offline: `invoke build --profile offline`), or set trial.box_url to a box or catalog URL")
+
+
+def image_components(artifact_dir: Path) -> tuple[str, ...] | None:
+    """The components an image built here holds, sorted; None when its manifest is unreadable."""
+    try:
+        manifest = json.loads((artifact_dir / GUEST_MANIFEST).read_text(encoding="utf-8"))
+        return tuple(sorted(manifest["components"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def installed(box: Box, provider: str, directory: Path) -> bool:

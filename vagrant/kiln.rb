@@ -2,7 +2,7 @@
 # read straight from config.json like playa-mesos did) and the clusters `invoke up` renders
 # (build/vagrant/<cluster>/Vagrantfile + kiln-cluster.json). Both describe the same thing:
 #
-#   {"name", "box" => {"name", "version", "url"}, "ssh" => {"username", "private_key"},
+#   {"name", "box" => {"name", "version", "url", "components"}, "ssh" => {"username", "private_key"},
 #    "libvirt" => {"driver"}, "wait_ready" => bool,
 #    "machines" => [{"name", "ip", "role", "cpus", "memory_mb", "spec"}]}
 #
@@ -46,13 +46,21 @@ module Kiln
     catalog = read_json(catalog_path)
     if catalog
       version = catalog["versions"].first["version"]
-      return { "name" => catalog["name"], "version" => version, "url" => "file://#{catalog_path}" }
+      return { "name" => catalog["name"], "version" => version, "url" => "file://#{catalog_path}",
+               "components" => image_components(File.dirname(catalog_path)) }
     end
     if trial["box_url"].to_s.empty?
       warn "kiln: no locally built box at #{catalog_path} and trial.box_url is empty: " \
            "run `invoke build --profile offline` or set trial.box_url in config.json"
     end
-    { "name" => trial["box_name"], "version" => "", "url" => trial["box_url"].to_s }
+    { "name" => trial["box_name"], "version" => "", "url" => trial["box_url"].to_s, "components" => nil }
+  end
+
+  # The components an image built here holds, sorted; nil when its manifest is unreadable.
+  def self.image_components(artifact_dir)
+    manifest = read_json(File.join(artifact_dir, "image-manifest.json"))
+    components = manifest.is_a?(Hash) ? manifest["components"] : nil
+    components.is_a?(Hash) ? components.keys.sort : nil
   end
 
   # The trial as kiln-cluster.json would describe it: shape "1", one standalone node.
@@ -81,15 +89,26 @@ module Kiln
     nil
   end
 
-  # What a user types next, shown when a machine is up.
-  def self.urls(machine)
-    ip = machine["ip"]
-    lines = ["kiln: #{machine['name']} (#{machine['role']}) is up at #{ip}"]
-    if machine["role"] != "agent"
-      lines += ["  Mesos       http://#{ip}:5050", "  Marathon    http://#{ip}:8080",
-                "  ZooKeeper   #{ip}:2181", "  HAProxy     http://#{ip}/ (Host-header routing)"]
-    end
-    lines << "  Mesos agent http://#{ip}:5051" if machine["role"] != "master"
+  # What a user opens next, shown when a machine is up: the services of its role that the image
+  # holds (every one when the box's contents are unknown). kiln/endpoints.py lists the same.
+  SERVERS = %w[standalone master].freeze
+  WORKERS = %w[standalone agent].freeze
+  ENDPOINTS = [
+    ["Mesos", "http://%<ip>s:5050", "mesos", SERVERS],
+    ["Marathon", "http://%<ip>s:8080", "marathon", SERVERS],
+    ["ZooKeeper", "%<ip>s:2181", "zookeeper", SERVERS],
+    ["HAProxy", "http://%<ip>s/", "haproxy", SERVERS],
+    ["Mesos agent", "http://%<ip>s:5051", "mesos", WORKERS]
+  ].freeze
+
+  def self.endpoints(role, ip, components)
+    ENDPOINTS.select { |_, _, component, roles| roles.include?(role) && (components.nil? || components.include?(component)) }
+             .map { |label, address, _, _| [label, format(address, ip: ip)] }
+  end
+
+  def self.urls(machine, components)
+    lines = ["kiln: #{machine['name']} (#{machine['role']}) is up at #{machine['ip']}"]
+    lines += endpoints(machine["role"], machine["ip"], components).map { |label, url| format("  %-12s%s", label, url) }
     lines << "  status:     vagrant ssh #{machine['name']} -c 'sudo kiln-node status'"
     lines.join("\n")
   end
@@ -127,7 +146,7 @@ module Kiln
       config.vm.define machine["name"], primary: index.zero? do |node|
         node.vm.hostname = machine["name"]
         node.vm.network "private_network", ip: machine["ip"]
-        node.vm.post_up_message = urls(machine)
+        node.vm.post_up_message = urls(machine, box["components"])
 
         node.vm.provider "libvirt" do |lv|
           lv.driver = driver

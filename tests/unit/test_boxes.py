@@ -22,9 +22,13 @@ needs_ruby = pytest.mark.skipif(shutil.which("ruby") is None,
                                 reason="ruby is not installed (it comes with Debian's vagrant package)")
 
 
-def _catalog(tree: Paths, provider: str = "libvirt", builder: str = "qemu") -> Path:
+def _catalog(tree: Paths, provider: str = "libvirt", builder: str = "qemu",
+             components: tuple[str, ...] = ()) -> Path:
     directory = tree.artifacts / f"debian-12-{builder}"
     directory.mkdir(parents=True)
+    if components:
+        (directory / "image-manifest.json").write_text(json.dumps(
+            {"target": "debian-12", "components": {name: {"version": "1"} for name in components}}))
     box = directory / f"debian-12-{builder}.box"
     box.write_bytes(b"box")
     path = directory / "box-catalog.json"
@@ -37,6 +41,12 @@ def test_a_locally_built_box_is_used_through_its_catalog(tree: Paths) -> None:
     path = _catalog(tree)
     box = boxes.resolve(load_config(tree), tree, "libvirt")
     assert box == boxes.Box("kiln/mesos-debian-12", "0.1.0.20261123120000", path.as_uri(), True)
+    assert box.components is None  # no image manifest beside the catalog: contents unknown
+
+
+def test_a_local_box_knows_its_components_from_the_image_manifest(tree: Paths) -> None:
+    _catalog(tree, components=("zookeeper", "docker"))
+    assert boxes.resolve(load_config(tree), tree, "libvirt").components == ("docker", "zookeeper")
 
 
 def test_without_a_local_box_the_configured_url_is_used(tree: Paths) -> None:
@@ -67,12 +77,13 @@ def _ruby_trial(tree: Paths, *argv: str, env: dict[str, str] | None = None) -> d
 
 @needs_ruby
 def test_the_trial_vagrantfile_and_shape_1_describe_the_same_node(tree: Paths) -> None:
-    _catalog(tree)
+    _catalog(tree, components=("zookeeper", "haproxy", "docker"))
     cfg = load_config(tree)
     python = json.loads(render_cluster(cfg, "1", tree, box=boxes.resolve(cfg, tree, "libvirt"))
                         .files["kiln-cluster.json"])
     ruby = _ruby_trial(tree)
     assert ruby["box"] == python["box"]
+    assert python["box"]["components"] == ["docker", "haproxy", "zookeeper"]
     assert ruby["ssh"] == python["ssh"]
     assert ruby["wait_ready"] is python["wait_ready"] is True
     (rm,), (pm,) = ruby["machines"], python["machines"]
