@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln import accel as accel_mod
-from kiln import boxes, capacity, sshconfig
+from kiln import addresses, boxes, capacity, sshconfig
 from kiln.cli import say
 from kiln.config import Config
 from kiln.errors import Interrupted, KilnError, UserError
@@ -36,7 +36,7 @@ from kiln.shapes import parse_shape
 from kiln.vagrant import VAGRANT_HINT, render_cluster, write_cluster
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-CLUSTER_FILE = "kiln-cluster.json"
+CLUSTER_FILE = addresses.CLUSTER_FILE
 SSH_CONFIG = "ssh_config"
 
 
@@ -70,7 +70,7 @@ def clusters_dir(paths: Paths) -> Path:
 
 
 def has_machines(directory: Path) -> bool:
-    return any(directory.glob(".vagrant/machines/*/*/id"))
+    return addresses.created(directory)
 
 
 def load(paths: Paths, name: str | None) -> Cluster:
@@ -115,8 +115,9 @@ def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None
         which("VBoxManage", "install VirtualBox, or use --provider libvirt")
     files = render_cluster(config, shape.name, paths, box=box, name=name,
                            driver=_libvirt_driver(config, paths, accel, provider))
-    memory = [m["memory_mb"] for m in json.loads(files.files[CLUSTER_FILE])["machines"]]
-    need = capacity.check_fits(shape.name, memory)
+    machines = json.loads(files.files[CLUSTER_FILE])["machines"]
+    need = capacity.check_fits(shape.name, [m["memory_mb"] for m in machines])
+    addresses.check_free(config, paths, files.directory, [m["ip"] for m in machines])
     ensure_build_key(paths.build)
     directory = write_cluster(files)
     cluster = load(paths, directory.name)
