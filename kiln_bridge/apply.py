@@ -8,6 +8,10 @@ holds a copy of the last config that passed the check and went live.
 socket's directory), yet a missing one makes the reload fail at run time; the old workers would
 go on serving while the file on disk could no longer start haproxy. Those directories are
 checked first, and a config is only put in place once they exist.
+
+A reload command that succeeds does not prove HAProxy loaded the config (`systemctl reload`
+only signals the master). With a stats socket, the worker that answers on it must change;
+if the old one keeps serving, the reload counts as failed and is retried next round.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import subprocess
 import tempfile
 from typing import List, Optional, Sequence, Tuple
 
+from kiln_bridge import runtime
 from kiln_bridge.log import log, one_line
 
 UNCHANGED, APPLIED, REJECTED, RELOAD_FAILED = "unchanged", "applied", "rejected", "reload-failed"
 NOT_READY = "not-ready"
 COMMAND_TIMEOUT = 60.0
+NEW_WORKER_SECONDS = 15.0
 
 
 def _run(argv: List[str]) -> Tuple[int, str]:
@@ -74,14 +80,18 @@ def _mode_of(path: str) -> int:
 class Applier:
     """Remembers a reload that failed, so the next round retries it even if the config is unchanged,
     and the last config haproxy rejected, so the same one is neither checked nor logged again.
-    `directories` must exist before a new config goes in (see the module docstring)."""
+    `directories` must exist before a new config goes in (see the module docstring); with a
+    `stats_socket`, a reload only counts once a new worker answers there."""
 
     def __init__(self, config: str, haproxy: str = "/usr/sbin/haproxy",
-                 reload_cmd: str = "systemctl reload haproxy", directories: Sequence[str] = ()) -> None:
+                 reload_cmd: str = "systemctl reload haproxy", directories: Sequence[str] = (),
+                 stats_socket: Optional[str] = None, new_worker_seconds: float = NEW_WORKER_SECONDS) -> None:
         self.config = os.path.abspath(config)
         self.haproxy = haproxy
         self.reload_cmd = reload_cmd
         self.directories = list(directories)
+        self.stats_socket = stats_socket
+        self.new_worker_seconds = new_worker_seconds
         self.reload_pending = False
         self.rejected: Optional[str] = None
         self._missing: List[str] = []
@@ -129,11 +139,22 @@ class Applier:
         if not self.reload_cmd.strip():
             self.reload_pending = False
             return APPLIED
+        serving = runtime.worker_pid(self.stats_socket) if self.stats_socket else None
         code, output = _run(shlex.split(self.reload_cmd))
         if code != 0:
             log("reload command %r failed (exit %d), will retry: %s" % (self.reload_cmd, code,
                                                                         one_line(output) or "no output"))
             return RELOAD_FAILED
+        if serving is not None and self.stats_socket:
+            new = runtime.wait_new_worker(self.stats_socket, serving, self.new_worker_seconds)
+            if new is None:
+                log("haproxy did not load the new config: worker %d still serves %.0f s after %r "
+                    "(haproxy's own log says why, e.g. a port held by another program); will retry"
+                    % (serving, self.new_worker_seconds, self.reload_cmd))
+                return RELOAD_FAILED
+            log("reloaded haproxy (%s): worker %d replaced %d" % (self.reload_cmd, new, serving))
+            self.reload_pending = False
+            return APPLIED
         log("reloaded haproxy (%s)" % self.reload_cmd)
         self.reload_pending = False
         return APPLIED

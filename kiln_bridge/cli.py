@@ -138,7 +138,8 @@ class Syncer:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.applier = Applier(args.config, args.haproxy, args.reload_cmd, args.settings.directories())
+        self.applier = Applier(args.config, args.haproxy, args.reload_cmd, args.settings.directories(),
+                               stats_socket=args.settings.stats_socket)
         self.last_problem: Optional[str] = None
 
     def _problem(self, message: str) -> None:

@@ -428,6 +428,41 @@ def test_a_failed_reload_is_retried_next_round(tmp_path: Path, capsys: pytest.Ca
     assert "failed (exit 3), will retry" in capsys.readouterr().err
 
 
+def test_a_reload_haproxy_could_not_carry_out_counts_as_failed(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """`haproxy -c` passes a config whose port another program holds; the reload signal is
+    delivered (exit 0) but the master keeps the old worker. Only the runtime API shows it."""
+    settings = harness_settings(tmp_path)
+    sock, config = tmp_path / "admin.sock", tmp_path / "haproxy.cfg"
+    config.write_text(render([], free_port(), LOCAL, settings))
+    with (tmp_path / "haproxy.log").open("w") as log:
+        haproxy = subprocess.Popen([HAPROXY, "-W", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                                   stderr=log)
+    holder = socket.socket()
+    try:
+        wait_for("haproxy's master to handle SIGUSR2", lambda: catches(haproxy, signal.SIGUSR2), timeout=10)
+        wait_for("the stats socket", lambda: sock.exists() and "Pid" in info(sock))
+        first = int(info(sock)["Pid"])
+        holder.bind((LOCAL, 0))
+        holder.listen()
+        taken = holder.getsockname()[1]
+        applier = Applier(str(config), HAPROXY, f"kill -USR2 {haproxy.pid}", stats_socket=str(sock),
+                          new_worker_seconds=5)
+        text = render([], taken, LOCAL, settings)
+        assert applier.apply(text) == "reload-failed"
+        assert config.read_text() == text and int(info(sock)["Pid"]) == first, "the old worker serves on"
+        err = capsys.readouterr().err
+        assert f"haproxy did not load the new config: worker {first} still serves" in err
+        holder.close()  # the port is free again: the next round's reload goes through
+        assert applier.apply(text) == APPLIED
+        assert int(info(sock)["Pid"]) != first
+        assert "worker" in capsys.readouterr().err
+        assert applier.apply(text) == UNCHANGED
+    finally:
+        holder.close()
+        stop_pid(haproxy)
+
+
 # --- a real haproxy, driven by Syncer (one round at a time) ---------------------------------------
 
 
