@@ -2,11 +2,17 @@
 
     .venv/bin/python benchmarks/cluster_up.py [--shapes 1,3m,3m2a] [--accel auto|kvm|tcg]
 
-Each shape is brought up from nothing (the box already added once, outside the timing),
-timed until `invoke up` reports READY, then destroyed. On a machine that must not expose
-VM networks (a CI host), everything runs inside a network namespace with its own libvirtd
-(kiln.netns), as the VM tests do. Prints seconds per shape and the ratio to shape 1; the aim
-is a 3-node cluster ready in well under 3x the one-node time (machines boot in parallel).
+Each shape is brought up from nothing (the box added and uploaded into libvirt's pool once,
+outside the timing), timed until `invoke up` reports READY, then destroyed. On a machine that
+must not expose VM networks (a CI host), everything runs inside a network namespace with its
+own libvirtd (kiln.netns), as the VM tests do. Prints seconds per shape and the ratio to
+shape 1; the aim is a 3-node cluster ready in well under 3x the one-node time (machines boot
+in parallel).
+
+Also printed, to tell "not parallel" from "not enough CPU": how busy the host's CPUs were
+during each bring-up, and the CPU seconds the VMs' QEMU processes used. Under TCG a boot is
+CPU-bound, so once the host is saturated the wall time grows with the VMs' total CPU work
+divided by the host's cores, however parallel the bring-up is.
 """
 
 from __future__ import annotations
@@ -30,6 +36,37 @@ from kiln.paths import Paths  # noqa: E402
 from kiln.shapes import parse_shape  # noqa: E402
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
+# Adds the trial's box to Vagrant and uploads its image into libvirt's pool, as `invoke up` does.
+WARM_UP = """
+from kiln import boxes
+from kiln.config import load_config
+from kiln.paths import Paths
+from kiln.runner import run, which
+box = boxes.resolve(load_config(Paths()), Paths(), "libvirt")
+run(boxes.add_command(box, "libvirt", which("vagrant", "")), step="vagrant box add", quiet=True)
+print(boxes.seed_libvirt_pool(box))
+"""
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all host CPUs since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def qemu_cpu_seconds() -> float:
+    """User + system CPU seconds of every running QEMU process."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm, rest = text[text.index("(") + 1:text.rindex(")")], text[text.rindex(")") + 2:].split()
+        if comm.startswith("qemu-system"):
+            total += int(rest[11]) + int(rest[12])  # utime, stime (fields 14 and 15)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def fits(shape: str) -> bool:
@@ -45,16 +82,21 @@ def fits(shape: str) -> bool:
 
 def bring_up(ns: netns.LibvirtNamespace, env: dict[str, str], shape: str, accel: str) -> dict[str, float]:
     name = f"bench-{shape}"
+    busy0, total0 = cpu_ticks()
     started = time.monotonic()
     up = subprocess.run(ns.argv([*INVOKE, "up", "--shape", shape, "--name", name, "--accel", accel,
                                  "--quiet"]), env=env, cwd=ROOT, capture_output=True, text=True)
     took = time.monotonic() - started
+    busy1, total1 = cpu_ticks()
+    vm_cpu = qemu_cpu_seconds()  # only this cluster's machines run now; taken before they go
     try:
         if up.returncode != 0:
             raise SystemExit(f"invoke up --shape {shape} failed:\n{up.stdout[-3000:]}{up.stderr[-2000:]}")
         found = re.search(r"READY in (\d+)s \(machines (\d+)s, services (\d+)s\)", up.stdout)
         parts = [float(g) for g in found.groups()] if found else [took, 0.0, 0.0]
-        return {"wall": round(took, 1), "machines": parts[1], "services": parts[2]}
+        return {"wall": round(took, 1), "machines": parts[1], "services": parts[2],
+                "host_busy_pct": round(100 * (busy1 - busy0) / max(1, total1 - total0), 1),
+                "vm_cpu_s": round(vm_cpu, 1)}
     finally:
         subprocess.run(ns.argv([*INVOKE, "down", "--destroy", "--cluster", name]), env=env, cwd=ROOT,
                        capture_output=True, text=True)
@@ -74,19 +116,21 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as home, \
             netns.libvirt_namespace(f"kiln-bench-{os.getpid()}", logs) as ns:
         env = {**os.environ, "VAGRANT_HOME": home, "VAGRANT_CHECKPOINT_DISABLE": "1"}
-        # Add the box (and upload it to libvirt) once, outside the timings.
-        bring_up(ns, env, "1", args.accel)
+        # Add the box and upload it into libvirt's pool once, outside the timings.
+        subprocess.run(ns.argv([sys.executable, "-c", WARM_UP]), env=env, cwd=ROOT, check=True,
+                       capture_output=True, text=True)
         results = {s: bring_up(ns, env, s, args.accel) for s in shapes}
         for volume in ns.virsh("vol-list", "default").stdout.split():
             if volume.startswith("kiln-VAGRANTSLASH-"):
                 ns.virsh("vol-delete", "--pool", "default", volume)
-    base = results.get("1", {}).get("wall")
-    print(f"\n{'shape':<6} {'nodes':>5} {'up->ready s':>12} {'machines s':>11} {'services s':>11} "
-          f"{'x shape 1':>10}")
+    base = results.get("1", {})
+    print(f"\n{os.cpu_count()} host CPUs, accel {args.accel}")
+    print(f"{'shape':<6} {'nodes':>5} {'up->ready s':>12} {'machines s':>11} {'services s':>11} "
+          f"{'x shape 1':>10} {'host busy %':>12} {'VM CPU s':>9}")
     for shape, r in results.items():
-        ratio = f"{r['wall'] / base:.2f}" if base else "-"
+        ratio = f"{r['wall'] / base['wall']:.2f}" if base else "-"
         print(f"{shape:<6} {parse_shape(shape).nodes:>5} {r['wall']:>12.1f} {r['machines']:>11.0f} "
-              f"{r['services']:>11.0f} {ratio:>10}")
+              f"{r['services']:>11.0f} {ratio:>10} {r['host_busy_pct']:>12.0f} {r['vm_cpu_s']:>9.0f}")
     print(json.dumps(results))
     return 0
 
