@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiln import capacity, netns  # noqa: E402
+from kiln import accel, capacity, netns  # noqa: E402
 from kiln.config import load_config  # noqa: E402
 from kiln.paths import Paths  # noqa: E402
 from kiln.shapes import parse_shape  # noqa: E402
@@ -113,8 +113,9 @@ def main() -> int:
     for s in skipped:
         print(f"shape {s}: skipped, does not fit this host's free memory")
     logs = ROOT / "build" / "logs" / "bench-libvirt"
+    kvm = accel.resolve(args.accel, Paths().cache).accel == "kvm"
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as home, \
-            netns.libvirt_namespace(f"kiln-bench-{os.getpid()}", logs) as ns:
+            netns.libvirt_namespace(f"kiln-bench-{os.getpid()}", logs, kvm=kvm) as ns:
         env = {**os.environ, "VAGRANT_HOME": home, "VAGRANT_CHECKPOINT_DISABLE": "1"}
         # Add the box and upload it into libvirt's pool once, outside the timings.
         subprocess.run(ns.argv([sys.executable, "-c", WARM_UP]), env=env, cwd=ROOT, check=True,

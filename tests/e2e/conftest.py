@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import BOX_VOLUME_PREFIX, CANARY, CATALOG, INVOKE, NIGHTLY_REPORTS
 
-from kiln import netns
+from kiln import accel, netns
 from kiln.paths import REPO_ROOT
 
 
@@ -54,7 +54,8 @@ def libvirt_ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Libvi
     if why is not None:
         pytest.skip(f"Vagrant VM tests need their own libvirtd in a network namespace: {why}")
     logs = REPO_ROOT / "build" / "logs" / "e2e-libvirt"
-    with netns.libvirt_namespace(f"kiln-e2e-{os.getpid()}", logs) as ns:
+    kvm = accel.resolve("auto", REPO_ROOT / "build" / "cache").accel == "kvm"
+    with netns.libvirt_namespace(f"kiln-e2e-{os.getpid()}", logs, kvm=kvm) as ns:
         yield ns
         for volume in ns.virsh("vol-list", "default").stdout.split():
             if volume.startswith(BOX_VOLUME_PREFIX):  # boxes vagrant-libvirt uploaded for us
