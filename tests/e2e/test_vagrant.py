@@ -20,7 +20,9 @@ import pytest
 from e2e_helpers import INVOKE, run_in
 
 from kiln import sshconfig
+from kiln.boxes import image_components
 from kiln.cluster import parse_ssh_config
+from kiln.endpoints import endpoints
 from kiln.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -115,7 +117,14 @@ def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box
         assert f"kiln-node: {config['vm_name']} {config['ip_address']} = standalone node" in up.stdout
         assert f"{config['vm_name']} {config['ip_address']} (standalone): READY" in up.stdout
         assert f"kiln: {config['vm_name']} (standalone) is up at {config['ip_address']}" in up.stdout
-        assert f"Mesos       http://{config['ip_address']}:5050" in up.stdout
+        # Listed: the UIs of the services the box's image holds (the offline one: no Mesos).
+        holds = image_components(Path(debian_box).parent)
+        assert holds is not None and "zookeeper" in holds
+        for label, address in endpoints("standalone", config["ip_address"], holds):
+            assert f"  {label:<12}{address}" in up.stdout
+        for component, label in (("mesos", "Mesos"), ("marathon", "Marathon")):
+            if component not in holds:
+                assert f"  {label} " not in up.stdout
         got = run_in(libvirt_ns, ["vagrant", "ssh-config"], env)
         assert got.returncode == 0
         # One master connection for all of testinfra's commands, as kiln's own configs have.
