@@ -57,15 +57,20 @@ def neighbours(config: Config, paths: Paths, exclude: Path) -> list[Neighbour]:
     return found
 
 
-def vagrant_states(directory: Path) -> dict[str, str]:
+def machine_states(directory: Path) -> dict[str, str]:
     """Machine name -> Vagrant state, asked from Vagrant itself (an id file may be stale)."""
     import os
 
     import vagrant as python_vagrant
 
     env = {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
+    return {s.name: s.state for s in python_vagrant.Vagrant(str(directory), env=env).status()}
+
+
+def vagrant_states(directory: Path) -> dict[str, str]:
+    """machine_states, or none at all when Vagrant cannot answer."""
     try:
-        return {s.name: s.state for s in python_vagrant.Vagrant(str(directory), env=env).status()}
+        return machine_states(directory)
     except (subprocess.CalledProcessError, OSError):
         # Vagrant cannot reach the provider (no libvirtd here, say): nothing of it runs.
         return {}

@@ -222,12 +222,9 @@ class MachineState:
 
 
 def status(paths: Paths, name: str | None) -> tuple[Cluster, list[MachineState], Verdict | None]:
-    import vagrant as python_vagrant
-
     cluster = load(paths, name)
     which("vagrant", VAGRANT_HINT)
-    v = python_vagrant.Vagrant(str(cluster.directory), env=_full_env())
-    states = {s.name: s.state for s in v.status()}
+    states = addresses.machine_states(cluster.directory)
     running = [m for m in cluster.machines if states.get(m["name"]) == "running"]
     reports: dict[str, NodeReport] = {}
     overall = None

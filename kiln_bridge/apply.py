@@ -145,6 +145,7 @@ class Applier:
             log("reload command %r failed (exit %d), will retry: %s" % (self.reload_cmd, code,
                                                                         one_line(output) or "no output"))
             return RELOAD_FAILED
+        replaced = ""
         if serving is not None and self.stats_socket:
             new = runtime.wait_new_worker(self.stats_socket, serving, self.new_worker_seconds)
             if new is None:
@@ -152,9 +153,7 @@ class Applier:
                     "(haproxy's own log says why, e.g. a port held by another program); will retry"
                     % (serving, self.new_worker_seconds, self.reload_cmd))
                 return RELOAD_FAILED
-            log("reloaded haproxy (%s): worker %d replaced %d" % (self.reload_cmd, new, serving))
-            self.reload_pending = False
-            return APPLIED
-        log("reloaded haproxy (%s)" % self.reload_cmd)
+            replaced = ": worker %d replaced %d" % (new, serving)
+        log("reloaded haproxy (%s)%s" % (self.reload_cmd, replaced))
         self.reload_pending = False
         return APPLIED
