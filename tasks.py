@@ -1,16 +1,16 @@
-"""kiln's command line: `invoke --list`. Each task parses options and calls kiln.app."""
+"""kiln's command line: `invoke --list`. Each task parses options and calls kiln.tasks.app."""
 
 from __future__ import annotations
 
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from kiln import app
 from kiln import doctor as doctor_mod
-from kiln.cli import COMMON_HELP, config_from, handle_errors, say, split_csv
 from kiln.paths import Paths
-from kiln.tasks_ami import ns as ami_ns
-from kiln.tasks_report import report
+from kiln.tasks import app
+from kiln.tasks.ami import ns as ami_ns
+from kiln.tasks.cli import COMMON_HELP, config_from, handle_errors, say, split_csv
+from kiln.tasks.report import report
 
 SELECT_HELP = {
     "target": "Target name(s) from config.json `targets`, comma separated or repeated "
@@ -78,7 +78,7 @@ def doctor(c, goal="all", probe=False):
 def build(c, target=None, builder=None, config=None, set_=None, profile="", parallel=1,
           accel="", quiet=False, force_base=False):
     """Bake images with Packer into build/artifacts/<target>-<builder>/."""
-    from kiln import build as build_mod
+    from kiln.image import build as build_mod
 
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
@@ -97,7 +97,7 @@ def build(c, target=None, builder=None, config=None, set_=None, profile="", para
 @handle_errors
 def base(c, target=None, config=None, set_=None, profile="", force=False):
     """Build the local base image of targets that have no downloadable one (debian-12)."""
-    from kiln.base import build_base
+    from kiln.image.base import build_base
 
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
@@ -139,7 +139,7 @@ def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile=
             raise Exit(code=1)
         return
     if cluster:
-        from kiln.cluster import verify
+        from kiln.vagrant.cluster import verify
 
         found, passed, report = verify(paths, cluster, quiet=quiet)
         say(f"{found.name}: {'PASSED' if passed else 'FAILED'} on {len(found.machines)} machine(s); "
@@ -147,7 +147,7 @@ def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile=
         if not passed:
             raise Exit(code=1)
         return
-    from kiln.boottest import boot_test
+    from kiln.image.boottest import boot_test
 
     cfg = config_from(config, set_, profile, paths)
     result = boot_test(cfg, paths, target, builder, accel=accel or None, quiet=quiet)
@@ -175,8 +175,8 @@ CLUSTER_HELP = {"cluster": "Cluster name (a directory under build/vagrant/; defa
 def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, config=None, set_=None,
        profile=""):
     """Bring up a Vagrant cluster of the given shape and wait until it is ready."""
-    from kiln import cluster as cluster_mod
-    from kiln.endpoints import one_line
+    from kiln.vagrant import cluster as cluster_mod
+    from kiln.vagrant.endpoints import one_line
 
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
@@ -196,8 +196,8 @@ def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, co
 @handle_errors
 def status(c, cluster=""):
     """Machines of a cluster: Vagrant state, role, address and readiness of their services."""
-    from kiln import cluster as cluster_mod
     from kiln.table import format_table
+    from kiln.vagrant import cluster as cluster_mod
 
     found, rows, overall = cluster_mod.status(Paths(), cluster or None)
     say(f"cluster {found.name} ({found.directory})")
@@ -212,7 +212,7 @@ def status(c, cluster=""):
 @handle_errors
 def ssh(c, node, cluster="", command=""):
     """Log in to a cluster machine (vagrant ssh)."""
-    from kiln import cluster as cluster_mod
+    from kiln.vagrant import cluster as cluster_mod
 
     if node.startswith("-"):  # invoke hands `invoke ssh --help` over as the machine name
         from kiln.errors import UserError
@@ -228,7 +228,7 @@ def ssh(c, node, cluster="", command=""):
 @handle_errors
 def ssh_config(c, cluster=""):
     """Print an ssh_config with one Host block per machine (for ssh -F and testinfra)."""
-    from kiln import cluster as cluster_mod
+    from kiln.vagrant import cluster as cluster_mod
 
     found = cluster_mod.load(Paths(), cluster or None)
     path = cluster_mod.write_ssh_config(found)
@@ -240,7 +240,7 @@ def ssh_config(c, cluster=""):
 @handle_errors
 def down(c, cluster="", destroy=False):
     """Halt a cluster's machines, or destroy them with --destroy."""
-    from kiln import cluster as cluster_mod
+    from kiln.vagrant import cluster as cluster_mod
 
     found = cluster_mod.down(Paths(), cluster or None, destroy)
     say(f"{found.name}: {'destroyed' if destroy else 'halted'}")
@@ -283,7 +283,7 @@ def nightly(c, targets=None, report_dir="", cluster_shape="3m", accel="", expect
 @handle_errors
 def pin(c, target=None):
     """Fetch published checksum files and pin image sha256 values in config.json (online)."""
-    from kiln.pin import pin_targets
+    from kiln.image.pin import pin_targets
 
     for name, (old, new) in pin_targets(Paths().config, split_csv(target)).items():
         say(f"{name}: {old or '(unpinned)'} -> {new}")

@@ -5,7 +5,7 @@
 Each shape is brought up from nothing (the box added and uploaded into libvirt's pool once,
 outside the timing), timed until `invoke up` reports READY, then destroyed. On a machine that
 must not expose VM networks (a CI host), everything runs inside a network namespace with its
-own libvirtd (kiln.netns), as the VM tests do. Prints seconds per shape and the ratio to
+own libvirtd (kiln.vagrant.netns), as the VM tests do. Prints seconds per shape and the ratio to
 shape 1; the aim is a 3-node cluster ready in well under 3x the one-node time (machines boot
 in parallel).
 
@@ -30,16 +30,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiln import accel, capacity, netns  # noqa: E402
-from kiln.config import load_config  # noqa: E402
+from kiln import netns  # noqa: E402
+from kiln.config.load import load_config  # noqa: E402
+from kiln.config.shapes import parse_shape  # noqa: E402
+from kiln.image import accel  # noqa: E402
 from kiln.paths import Paths  # noqa: E402
-from kiln.shapes import parse_shape  # noqa: E402
+from kiln.vagrant import capacity  # noqa: E402
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
 # Adds the trial's box to Vagrant and uploads its image into libvirt's pool, as `invoke up` does.
 WARM_UP = """
-from kiln import boxes
-from kiln.config import load_config
+from kiln.vagrant import boxes
+from kiln.config.load import load_config
 from kiln.paths import Paths
 from kiln.runner import run, which
 box = boxes.resolve(load_config(Paths()), Paths(), "libvirt")

@@ -57,7 +57,7 @@ def _tool(name: str, argv: list[str], fix: str, goals: tuple[str, ...]) -> Calla
 
 
 def _packer() -> Finding:
-    from kiln.packer import installed_version
+    from kiln.image.packer import installed_version
 
     goals = ("build", "aws")
     fix = "apt-get install packer"
@@ -72,7 +72,7 @@ def _packer() -> Finding:
 
 def _accelerator(cache_dir: Path, probe: bool) -> Callable[[], Finding]:
     def check() -> Finding:
-        from kiln import accel
+        from kiln.image import accel
 
         goals = ("build", "vagrant")
         result = accel.probe(cache_dir, force=probe, cached_only=not probe)

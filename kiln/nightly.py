@@ -28,12 +28,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kiln import __version__
-from kiln.cli import say
-from kiln.config import Config
+from kiln.config.load import Config
+from kiln.config.targets import BUILDERS, Pair, load_targets
 from kiln.errors import Interrupted, UserError
 from kiln.gitinfo import git_revision
+from kiln.image.preflight import component_problems
+from kiln.output import say
 from kiln.paths import Paths
-from kiln.preflight import component_problems
 from kiln.report import (
     Entry,
     Run,
@@ -45,7 +46,6 @@ from kiln.report import (
     write_reports,
 )
 from kiln.runner import run
-from kiln.targets import BUILDERS, Pair, load_targets
 
 EXPECT_ENV = "KILN_EXPECT_FILES"  # read by tests/infra/test_expected.py
 
@@ -225,8 +225,8 @@ def _cluster(steps: Steps, target: str, shape: str) -> Entry:
 def _cluster_network(paths: Paths, accel: str) -> Iterator[tuple[list[str], str]]:
     """Where the cluster's VMs live: the system libvirtd when one runs; otherwise (a CI host)
     a private network namespace with kiln's own libvirtd. Yields (command prefix, note)."""
-    from kiln import accel as accel_mod
-    from kiln import netns
+    from kiln.image import accel as accel_mod
+    from kiln.vagrant import netns
 
     if netns.problem() is not None:
         yield [], "system libvirt"
@@ -248,7 +248,7 @@ def run_nightly(config: Config, paths: Paths, targets: Sequence[str], report_dir
     planned = plan(config, targets, online=online)
     for p in planned:
         say(f"==> plan: {p.pair.name}: {'not run: ' + p.not_run if p.not_run else 'build, boot, verify'}")
-    from kiln.build import tool_versions
+    from kiln.image.build import tool_versions
 
     report = Run(started=started, finished=started, host=host_facts(), tools=tool_versions(),
                  kiln_version=__version__, git_revision=git_revision(paths.root))

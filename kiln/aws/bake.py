@@ -1,6 +1,6 @@
 """`invoke ami.build`: Packer's amazon-ebs build of each target, then the AWS-side finish.
 
-The build itself is kiln.build's (render, staged artifacts, metadata, atomic publish).
+The build itself is kiln.image.build's (render, staged artifacts, metadata, atomic publish).
 After Packer, kiln reads the AMI ids per region from Packer's manifest, makes IMDSv2 the
 launch default of every copy where Packer could not (Packer < 1.7 has no imds_support),
 and records the ids in build/artifacts/<target>-amazon-ebs/amis.json.
@@ -14,15 +14,15 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from kiln.artifacts import write_json
 from kiln.aws.images import amis_from_manifest, require_imdsv2
 from kiln.aws.session import Aws, connect
-from kiln.build import BuildResult, build_pair
-from kiln.config import Config, deep_merge
+from kiln.config.load import Config, deep_merge
+from kiln.config.targets import select_pairs
 from kiln.errors import UserError
-from kiln.packer import PackerVersion
+from kiln.image.artifacts import write_json
+from kiln.image.build import BuildResult, build_pair
+from kiln.image.packer import PackerVersion
 from kiln.paths import Paths
-from kiln.targets import select_pairs
 
 AMI_RECORD = "amis.json"
 PACKER_MANIFEST = "packer-manifest.json"
@@ -67,7 +67,7 @@ def ami_targets(config: Config) -> list[str]:
 def build_amis(config: Config, paths: Paths, targets: Sequence[str], region: str | None = None,
                *, quiet: bool = False) -> list[tuple[BuildResult, Mapping[str, str]]]:
     """Bake each target's AMI; returns each build with its {region: ami id}."""
-    from kiln.app import render_options
+    from kiln.image.render import render_options
 
     config = with_region(config, region)
     # Packer reads the same credential chain: fail here, with the fix, rather than in Packer.

@@ -29,12 +29,12 @@ from kiln.aws.session import (
     tag_specs,
     tags_dict,
 )
-from kiln.cli import say
-from kiln.config import Config
+from kiln.config.load import Config
+from kiln.config.shapes import Shape, parse_shape, specs_for_addresses, validate_spec
 from kiln.errors import UserError
 from kiln.keys import ensure_build_key
+from kiln.output import say
 from kiln.paths import Paths
-from kiln.shapes import Shape, parse_shape, specs_for_addresses, validate_spec
 
 # The node spec's rule for cluster names, so that the name works as spec, tag and host prefix.
 NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
@@ -388,7 +388,7 @@ def verify(config: Config, paths: Paths, name: str, *, region: str | None = None
     """`invoke test --aws NAME`: the boot-phase suites on every running node at once, each
     checked for its own role. Returns (passed, JUnit report, number of nodes)."""
     from kiln.aws.session import aws_errors
-    from kiln.verify import run_suites
+    from kiln.image.verify import run_suites
 
     with aws_errors():
         ssh_config, nodes = test_hosts(config, paths, name, region)

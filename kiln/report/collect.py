@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln.artifacts import METADATA
 from kiln.errors import UserError
+from kiln.image.artifacts import METADATA
 
 
 @dataclass(frozen=True)
 class BuildFacts:
-    # Seconds per build stage, in alphabetical order: kiln.artifacts.write_json sorts keys.
+    # Seconds per build stage, in alphabetical order: kiln.image.artifacts.write_json sorts keys.
     # BuildResult.seconds has the same values in the order the stages ran; prefer it.
     stages: dict[str, float]
     artifacts: dict[str, int]  # bytes per file
@@ -22,7 +22,7 @@ class BuildFacts:
 
 
 def build_facts(artifact_dir: Path) -> BuildFacts:
-    """Read kiln-metadata.json of one built pair (see kiln.build._write_metadata)."""
+    """Read kiln-metadata.json of one built pair (see kiln.image.build._write_metadata)."""
     path = artifact_dir / METADATA
     try:
         meta: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))

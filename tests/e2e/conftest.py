@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from e2e_helpers import BOX_VOLUME_PREFIX, CANARY, CATALOG, INVOKE, NIGHTLY_REPORTS
 
-from kiln import accel, netns
+from kiln.image import accel
 from kiln.paths import REPO_ROOT
+from kiln.vagrant import netns
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from kiln import netns
 from kiln.paths import REPO_ROOT
+from kiln.vagrant import netns
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
 PAIR = "debian-12-qemu"

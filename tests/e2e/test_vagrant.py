@@ -20,10 +20,10 @@ import pytest
 from e2e_helpers import INVOKE, run_in
 
 from kiln import sshconfig
-from kiln.boxes import image_components
-from kiln.cluster import parse_ssh_config
-from kiln.endpoints import endpoints
 from kiln.paths import REPO_ROOT
+from kiln.vagrant.boxes import image_components
+from kiln.vagrant.cluster import parse_ssh_config
+from kiln.vagrant.endpoints import endpoints
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 

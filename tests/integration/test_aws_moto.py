@@ -26,11 +26,11 @@ import pytest
 from kiln.aws import cluster, images, network, userdata
 from kiln.aws.bake import AMI_RECORD, PACKER_MANIFEST, finish_images
 from kiln.aws.session import CLUSTER_TAG, Aws, connect
-from kiln.config import Config, load_config
+from kiln.config.load import Config, load_config
+from kiln.config.shapes import validate_spec
 from kiln.errors import UserError
-from kiln.packer import PackerVersion
+from kiln.image.packer import PackerVersion
 from kiln.paths import REPO_ROOT, Paths
-from kiln.shapes import validate_spec
 from kiln_node import spec as node_spec
 
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed (scripts/setup)")
@@ -48,7 +48,7 @@ DUMMY_ENV = {
 UNSET = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION",
          "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
          "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
-TASKS_FILE = ("from invoke import Collection\n\nfrom kiln.tasks_ami import ns as ami_ns\n\n"
+TASKS_FILE = ("from invoke import Collection\n\nfrom kiln.tasks.ami import ns as ami_ns\n\n"
               "ns = Collection()\nns.add_collection(ami_ns)\n")
 
 

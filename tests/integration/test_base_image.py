@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from kiln import accel, base
-from kiln.base import BaseImage, build_base
-from kiln.config import load_config
+from kiln.config.load import load_config
+from kiln.image import accel, base
+from kiln.image.base import BaseImage, build_base
 from kiln.keys import ensure_build_key
 from kiln.paths import REPO_ROOT, Paths
 
@@ -134,7 +134,7 @@ def test_stale_mounts_and_loop_devices_of_a_killed_build_are_released(tmp_path: 
 def test_sigterm_during_a_build_leaves_nothing_that_looks_complete(built: Built, tmp_path: Path) -> None:
     out = tmp_path / "img" / "base.qcow2"
     target = {**built.target, "base": {**built.target["base"], "path": str(out)}}  # type: ignore[dict-item]
-    script = ("import json, sys; from pathlib import Path; from kiln.base import build_base; "
+    script = ("import json, sys; from pathlib import Path; from kiln.image.base import build_base; "
               "build_base('debian-12', json.loads(sys.argv[1]), Path(sys.argv[2]), force=True)")
     proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(target), str(tmp_path / "build")],
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

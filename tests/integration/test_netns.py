@@ -1,4 +1,4 @@
-"""kiln.netns for real: a namespace with its own libvirtd, /dev/kvm masked from it when its
+"""kiln.vagrant.netns for real: a namespace with its own libvirtd, /dev/kvm masked from it when its
 guests run under TCG, and nothing left behind (processes by PID, the namespace, the routes)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln import netns
+from kiln.vagrant import netns
 
 DEV_NULL = (1, 3)
 DOMAIN = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>64</memory><vcpu>1</vcpu>

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kiln import packer
-from kiln.config import load_config
+from kiln.checks import FAIL, PASS
+from kiln.config.load import load_config
+from kiln.config.targets import select_pairs
+from kiln.image import packer
+from kiln.image.render import RenderOptions, render_all
+from kiln.image.validate import packer_checks
 from kiln.paths import Paths
-from kiln.render import RenderOptions, render_all
-from kiln.targets import select_pairs
-from kiln.validate import FAIL, PASS, packer_checks
 
 pytestmark = pytest.mark.skipif(shutil.which("packer") is None,
                                 reason="packer is not installed (scripts/setup installs it)")

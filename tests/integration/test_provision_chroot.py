@@ -40,10 +40,10 @@ from typing import ClassVar
 
 import pytest
 
-from kiln.config import load_config
+from kiln.config.load import load_config
+from kiln.config.targets import select_pairs
+from kiln.image.render import provision_env
 from kiln.paths import REPO_ROOT, Paths
-from kiln.render import provision_env
-from kiln.targets import select_pairs
 
 pytestmark = [
     pytest.mark.slow,

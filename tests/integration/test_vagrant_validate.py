@@ -8,11 +8,11 @@ import shutil
 
 import pytest
 
-from kiln.config import load_config
+from kiln.checks import FAIL, PASS
+from kiln.config.load import load_config
 from kiln.keys import ensure_build_key
 from kiln.paths import Paths
-from kiln.vagrant import render_cluster, validate_check, write_cluster
-from kiln.validate import FAIL, PASS
+from kiln.vagrant.render import render_cluster, validate_check, write_cluster
 
 pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None,
                                 reason="vagrant is not installed (scripts/setup installs it)")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln import accel
 from kiln.errors import UserError
+from kiln.image import accel
 from kiln.runner import GRACE_SECONDS
 
 needs_qemu = pytest.mark.skipif(shutil.which(accel.QEMU) is None, reason=f"{accel.QEMU} is not installed")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from kiln import addresses
-from kiln.config import load_config
+from kiln.config.load import load_config
 from kiln.errors import UserError
 from kiln.paths import Paths
-from kiln.vagrant import render_cluster, write_cluster
+from kiln.vagrant import addresses
+from kiln.vagrant.render import render_cluster, write_cluster
 
 
 def _created(directory: Path, machine: str) -> None:

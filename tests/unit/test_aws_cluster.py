@@ -6,7 +6,7 @@ import pytest
 
 from kiln.aws.bake import ami_targets, with_region
 from kiln.aws.cluster import Node, Teardown, check_name, check_shape, check_target, cluster_tags, ui_urls
-from kiln.config import load_config
+from kiln.config.load import load_config
 from kiln.errors import UserError
 from kiln.paths import Paths
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kiln.aws import userdata
-from kiln.shapes import parse_shape, specs_for_addresses, validate_spec
+from kiln.config.shapes import parse_shape, specs_for_addresses, validate_spec
 
 
 def _spec(**options: Any) -> dict[str, Any]:

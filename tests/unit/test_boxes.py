@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from kiln import boxes
-from kiln.artifacts import box_catalog, box_version
-from kiln.config import load_config
+from kiln.config.load import load_config
 from kiln.errors import UserError
+from kiln.image.artifacts import box_catalog, box_version
 from kiln.paths import Paths
-from kiln.vagrant import render_cluster
+from kiln.vagrant import boxes
+from kiln.vagrant.render import render_cluster
 
 needs_ruby = pytest.mark.skipif(shutil.which("ruby") is None,
                                 reason="ruby is not installed (it comes with Debian's vagrant package)")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kiln import capacity
 from kiln.errors import UserError
+from kiln.vagrant import capacity
 
 
 def test_available_memory_comes_from_meminfo(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""kiln.cluster's pure parts: reading `vagrant ssh-config`, finding the cluster a task means."""
+"""kiln.vagrant.cluster's pure parts: reading `vagrant ssh-config`, finding the cluster a task means."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from kiln import cluster
-from kiln.config import load_config
+from kiln.config.load import load_config
 from kiln.errors import KilnError, UserError
 from kiln.paths import Paths
-from kiln.vagrant import render_cluster, write_cluster
+from kiln.vagrant import cluster
+from kiln.vagrant.render import render_cluster, write_cluster
 
 # What `vagrant ssh-config m1 m2` prints with vagrant-libvirt (2.3.4 / 0.11.2).
 SSH_CONFIG = """Host m1

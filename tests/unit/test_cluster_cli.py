@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 from kiln.paths import REPO_ROOT, Paths
-from kiln.vagrant import render_cluster
+from kiln.vagrant.render import render_cluster
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
 
@@ -66,8 +66,8 @@ def test_ssh_help_as_a_machine_name_shows_the_usage(tree: Paths) -> None:
 
 
 def test_ssh_names_the_machines_of_the_cluster(tree: Paths) -> None:
-    from kiln.config import load_config
-    from kiln.vagrant import write_cluster
+    from kiln.config.load import load_config
+    from kiln.vagrant.render import write_cluster
 
     write_cluster(render_cluster(load_config(tree), "3m", tree))
     _refused(invoke(tree, "ssh", "m9", "--cluster", "kiln-3m"), "no machine 'm9' in cluster kiln-3m",
@@ -85,8 +85,8 @@ def test_help_of_every_cluster_task(tree: Paths) -> None:
 
 
 def test_cluster_files_carry_each_node_spec_and_the_sizes(tree: Paths) -> None:
-    from kiln.config import load_config
-    from kiln.shapes import validate_spec
+    from kiln.config.load import load_config
+    from kiln.config.shapes import validate_spec
 
     cfg = load_config(tree, sets=["cluster.master.memory_mb=768"])
     files = render_cluster(cfg, "3m2a", tree, driver="kvm", name="lab")

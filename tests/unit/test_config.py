@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.config import deep_merge, load_config, parse_set
+from kiln.config.load import deep_merge, load_config, parse_set
 from kiln.errors import ConfigError
 from kiln.paths import Paths
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.endpoints import endpoints, one_line
+from kiln.vagrant.endpoints import endpoints, one_line
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = ["docker", "haproxy", "java", "node", "qemu-kvm", "zookeeper"]

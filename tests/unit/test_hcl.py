@@ -1,4 +1,4 @@
-from kiln.hcl import hcl
+from kiln.image.hcl import hcl
 
 
 def test_hcl_literals_escape_interpolation() -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln import inbuild
+from kiln.image import inbuild
 
 
 def test_a_key_from_the_environment_becomes_a_private_file(tmp_path: Path, monkeypatch) -> None:

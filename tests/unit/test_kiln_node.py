@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from kiln.config import schema_problems as jsonschema_problems
+from kiln.config.schema import schema_problems as jsonschema_problems
 from kiln.paths import REPO_ROOT
 from kiln_node import apply as node_apply
 from kiln_node import cli, services

@@ -5,7 +5,7 @@ in tests/e2e/test_nightly.py."""
 
 from __future__ import annotations
 
-from kiln.config import load_config
+from kiln.config.load import load_config
 from kiln.nightly import plan
 from kiln.paths import Paths
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kiln.errors import UserError
-from kiln.pin import checksum_from_listing, pin_targets
+from kiln.image.pin import checksum_from_listing, pin_targets
 
 SHA = "a" * 64
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kiln.readiness import NodeReport, verdict
+from kiln.vagrant.readiness import NodeReport, verdict
 
 
 def unit(name: str, ready: bool = True, detail: str = "active", **facts: Any) -> dict[str, Any]:

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from kiln.config import load_config
-from kiln.packer import PackerVersion
+from kiln.config.load import load_config
+from kiln.config.targets import select_pairs
+from kiln.image.packer import PackerVersion
+from kiln.image.render import RenderOptions, provision_env, render_all, render_pair
 from kiln.paths import Paths
-from kiln.render import RenderOptions, provision_env, render_all, render_pair
-from kiln.targets import select_pairs
 
 OLD = PackerVersion(1, 6, 6)
 NEW = PackerVersion(1, 11, 2)

@@ -1,4 +1,4 @@
-"""build_facts reads the kiln-metadata.json that kiln.build writes for every built pair."""
+"""build_facts reads the kiln-metadata.json that kiln.image.build writes for every built pair."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from kiln.artifacts import METADATA, artifact_files, write_json
 from kiln.errors import UserError
+from kiln.image.artifacts import METADATA, artifact_files, write_json
 from kiln.report import build_facts
 
 
 def _artifact_dir(tmp_path: Path) -> Path:
-    """An artifact directory laid out as kiln.build._write_metadata leaves it."""
+    """An artifact directory laid out as kiln.image.build._write_metadata leaves it."""
     directory = tmp_path / "debian-12-qemu"
     directory.mkdir()
     (directory / "debian-12-qemu.qcow2").write_bytes(b"\0" * 3000)

@@ -15,7 +15,7 @@ from kiln.errors import UserError
 from kiln.report import load_run, write_reports
 from kiln.report.files import write_atomic
 from kiln.report.store import run_to_dict
-from kiln.tasks_report import report
+from kiln.tasks.report import report
 
 RUOK = "test_zookeeper.py::test_answers_ruok"
 

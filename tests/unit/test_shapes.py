@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from kiln.config.shapes import Shape, node_specs, parse_shape, specs_for_addresses, validate_spec
 from kiln.paths import REPO_ROOT
-from kiln.shapes import Shape, node_specs, parse_shape, specs_for_addresses, validate_spec
 from kiln_node import apply as node_apply
 from kiln_node import services
 from kiln_node import spec as specmod

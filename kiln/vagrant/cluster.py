@@ -1,10 +1,10 @@
 """Vagrant clusters: `invoke up`, `status`, `ssh`, `ssh-config`, `down`.
 
 A cluster lives in build/vagrant/<name>/ (Vagrantfile + kiln-cluster.json, rendered by
-kiln.vagrant; Vagrant's own state in .vagrant/). `up` checks that the shape fits the host,
+kiln.vagrant.render; Vagrant's own state in .vagrant/). `up` checks that the shape fits the host,
 picks the box and the libvirt driver, brings every machine up at once where the provider
 can (libvirt), each machine applying its node spec, then waits from the host until the
-cluster is ready (kiln.readiness) or says which node and service are not.
+cluster is ready (kiln.vagrant.readiness) or says which node and service are not.
 
 python-vagrant answers the questions (status, ssh-config); the long or interruptible steps
 (up, halt, destroy) go through kiln.runner like every other external program.
@@ -23,17 +23,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln import accel as accel_mod
-from kiln import addresses, boxes, capacity, sshconfig
-from kiln.cli import say
-from kiln.config import Config
+from kiln import sshconfig
+from kiln.config.load import Config
+from kiln.config.shapes import parse_shape
 from kiln.errors import Interrupted, KilnError, UserError
+from kiln.image import accel as accel_mod
 from kiln.keys import ensure_build_key
+from kiln.output import say
 from kiln.paths import Paths
-from kiln.readiness import NodeReport, Verdict, verdict
 from kiln.runner import run, which
-from kiln.shapes import parse_shape
-from kiln.vagrant import VAGRANT_HINT, render_cluster, write_cluster
+from kiln.vagrant import addresses, boxes, capacity
+from kiln.vagrant.readiness import NodeReport, Verdict, verdict
+from kiln.vagrant.render import VAGRANT_HINT, render_cluster, write_cluster
 
 NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 CLUSTER_FILE = addresses.CLUSTER_FILE
@@ -309,7 +310,7 @@ def _destroy(cluster: Cluster, log: Path) -> None:
 
 def verify(paths: Paths, name: str | None, *, quiet: bool = False) -> tuple[Cluster, bool, Path]:
     """The boot-phase testinfra suites on every machine at once, each checked for its role."""
-    from kiln.verify import run_suites
+    from kiln.image.verify import run_suites
 
     cluster = load(paths, name)
     config = write_ssh_config(cluster)

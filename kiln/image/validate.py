@@ -1,46 +1,18 @@
 """`invoke validate`: real `packer validate` on every rendered template, shellcheck on
-provision/, `vagrant validate` on rendered Vagrantfiles. Collects every result into one
-summary; the caller decides the exit code from `Summary.ok`.
+provision/, (`vagrant validate` is kiln.vagrant.render's). The caller collects the rows into one
+kiln.checks.Summary and decides the exit code from `Summary.ok`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 
-from kiln import packer
+from kiln.checks import FAIL, PASS, SKIP, Check
 from kiln.errors import MissingTool
+from kiln.image import packer
+from kiln.image.render import RenderedPair
 from kiln.paths import Paths
-from kiln.render import RenderedPair
 from kiln.runner import run, which
-from kiln.table import format_table
-
-PASS, FAIL, SKIP = "pass", "FAIL", "skipped"
-
-
-@dataclass(frozen=True)
-class Check:
-    kind: str
-    subject: str
-    result: str
-    detail: str = ""
-
-
-@dataclass
-class Summary:
-    checks: list[Check] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(c.result != FAIL for c in self.checks)
-
-    def add(self, check: Check) -> None:
-        self.checks.append(check)
-
-    def table(self) -> str:
-        rows = [(c.kind, c.subject, c.result, c.detail) for c in self.checks]
-        return format_table(("check", "subject", "result", "detail"), rows)
 
 
 def _first_error(output: str) -> str:
@@ -106,10 +78,3 @@ def shellcheck_checks(paths: Paths) -> list[Check]:
             checks.append(Check("shellcheck", rel, FAIL,
                                 f"{n} finding(s): {_first_error(result.output)}"))
     return checks
-
-
-def vagrant_checks(vagrant_dirs: Sequence[Path], paths: Paths) -> list[Check]:
-    from kiln import vagrant
-
-    return [vagrant.validate_check(d, paths, provider) for d in vagrant_dirs
-            for provider in ("libvirt", "virtualbox")]

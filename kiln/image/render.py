@@ -20,11 +20,14 @@ from typing import Any
 import jinja2
 
 from kiln import __version__
-from kiln.config import Config
-from kiln.hcl import hcl
-from kiln.packer import PackerVersion
+from kiln.config.load import Config
+from kiln.config.targets import Pair
+from kiln.gitinfo import git_revision
+from kiln.image import packer
+from kiln.image.hcl import hcl
+from kiln.image.packer import PackerVersion
+from kiln.output import warn
 from kiln.paths import Paths
-from kiln.targets import Pair
 
 ALWAYS_LAST = ("manifest", "cleanup")
 UPLOADED_DIRS = ("provision", "kiln_node", "kiln_bridge")
@@ -272,3 +275,23 @@ def render_all(
     rendered = [render_pair(config, pair, paths, options) for pair in pairs]
     write_pairs(rendered, paths)
     return rendered
+
+
+def render_options(config: Config, paths: Paths) -> RenderOptions:
+    """Packer version, git revision, the default accelerator and the build key for rendering."""
+    from kiln.keys import ensure_build_key
+
+    version = packer.installed_version()
+    if version is None:
+        warn(f"packer not found: rendering for Packer {packer.ASSUMED_VERSION} syntax")
+        version = packer.ASSUMED_VERSION
+    requested = config["build"]["accelerator"]
+    # Rendering never boots a VM: 'auto' bakes in the safe default; `invoke build` passes
+    # the probed accelerator with -var.
+    accel = requested if requested in ("kvm", "tcg") else "tcg"
+    return RenderOptions(
+        packer_version=version,
+        git_revision=git_revision(paths.root),
+        accelerator=accel,
+        ssh_key=ensure_build_key(paths.build),
+    )

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from invoke import task
 
-from kiln.cli import handle_errors, say
 from kiln.paths import Paths
+from kiln.tasks.cli import handle_errors, say
 
 
 @task(help={

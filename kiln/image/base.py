@@ -177,7 +177,7 @@ def _locked(lock: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """SIGTERM raises Interrupted while building, so `finally` releases mounts and loops.
-    Left alone when a handler is already installed (kiln.cli does) or off the main thread."""
+    Left alone when a handler is already installed (kiln.tasks.cli does) or off the main thread."""
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
         yield

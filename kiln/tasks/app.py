@@ -7,15 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln import packer
-from kiln.cli import say, warn
-from kiln.config import Config
+from kiln.checks import Summary
+from kiln.config.load import Config
+from kiln.config.targets import select_pairs
 from kiln.errors import UserError
-from kiln.gitinfo import git_revision
+from kiln.image.render import RenderedPair, RenderOptions, render_all, render_options
+from kiln.image.validate import packer_checks, shellcheck_checks
+from kiln.output import say
 from kiln.paths import Paths
-from kiln.render import RenderedPair, RenderOptions, render_all
-from kiln.targets import select_pairs
-from kiln.validate import Summary, packer_checks, shellcheck_checks, vagrant_checks
+from kiln.vagrant.render import vagrant_checks
 
 
 @dataclass(frozen=True)
@@ -25,30 +25,11 @@ class RenderResult:
     options: RenderOptions
 
 
-def render_options(config: Config, paths: Paths) -> RenderOptions:
-    from kiln.keys import ensure_build_key
-
-    version = packer.installed_version()
-    if version is None:
-        warn(f"packer not found: rendering for Packer {packer.ASSUMED_VERSION} syntax")
-        version = packer.ASSUMED_VERSION
-    requested = config["build"]["accelerator"]
-    # Rendering never boots a VM: 'auto' bakes in the safe default; `invoke build` passes
-    # the probed accelerator with -var.
-    accel = requested if requested in ("kvm", "tcg") else "tcg"
-    return RenderOptions(
-        packer_version=version,
-        git_revision=git_revision(paths.root),
-        accelerator=accel,
-        ssh_key=ensure_build_key(paths.build),
-    )
-
-
 def render(
     config: Config, paths: Paths, targets: Sequence[str] = (), builders: Sequence[str] = (),
     shapes: Sequence[str] | None = None,
 ) -> RenderResult:
-    from kiln.vagrant import render_cluster, write_cluster
+    from kiln.vagrant.render import render_cluster, write_cluster
 
     pairs = select_pairs(config.data, targets or None, builders or None)
     options = render_options(config, paths)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,8 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln import __version__, packer
-from kiln.artifacts import (
+from kiln import __version__
+from kiln.config.load import Config
+from kiln.config.targets import Pair
+from kiln.errors import UserError
+from kiln.image import packer
+from kiln.image.artifacts import (
     CATALOG,
     GUEST_MANIFEST,
     METADATA,
@@ -29,20 +32,11 @@ from kiln.artifacts import (
     publish,
     write_json,
 )
-from kiln.config import Config
-from kiln.errors import UserError
+from kiln.image.preflight import component_problems
+from kiln.image.render import RenderOptions, render_pair, write_pairs
+from kiln.output import say
 from kiln.paths import Paths
-from kiln.preflight import component_problems
-from kiln.render import RenderOptions, render_pair, write_pairs
 from kiln.runner import capture, run, stop_all
-from kiln.targets import Pair
-
-_print_lock = threading.Lock()
-
-
-def _emit(text: str) -> None:
-    with _print_lock:
-        print(text, flush=True)
 
 
 @dataclass
@@ -52,14 +46,14 @@ class Stages:
     seconds: dict[str, float] = field(default_factory=dict)
 
     def run(self, name: str, func: Callable[[], Any]) -> Any:
-        _emit(f"==> [{self.pair}] {name} ...")
+        say(f"==> [{self.pair}] {name} ...")
         t0 = time.monotonic()
         try:
             return func()
         finally:
             took = time.monotonic() - t0
             self.seconds[name] = round(took, 1)
-            _emit(f"==> [{self.pair}] {name}: {took:.1f}s "
+            say(f"==> [{self.pair}] {name}: {took:.1f}s "
                   f"(total {time.monotonic() - self.started:.1f}s)")
 
 
@@ -83,7 +77,7 @@ def tool_versions() -> dict[str, str]:
 def _ensure_source(config: Config, pair: Pair, paths: Paths, force_base: bool) -> None:
     if pair.builder.needs != "disk" or pair.target.base is None:
         return
-    from kiln.base import build_base
+    from kiln.image.base import build_base
 
     build_base(pair.target.name, config["targets"][pair.target.name], paths.build,
                force=force_base, log=paths.logs / f"base-{pair.target.name}.log")
@@ -108,7 +102,7 @@ def build_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions,
                             "build with --builder qemu, or place an OVF of the source image there")
     stages = Stages(pair.name)
     for name, reason in config.excluded.items():
-        _emit(f"==> [{pair.name}] component {name} left out: {reason}")
+        say(f"==> [{pair.name}] component {name} left out: {reason}")
     rendered = stages.run("render", lambda: render_pair(config, pair, paths, options))
     write_pairs([rendered], paths)
     stages.run("source image", lambda: _ensure_source(config, pair, paths, force_base))
@@ -144,7 +138,7 @@ def build_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions,
         if not ok:
             shutil.rmtree(staging, ignore_errors=True)
     publish(staging, final)
-    _emit(f"==> [{pair.name}] done in {time.monotonic() - stages.started:.1f}s: {final}")
+    say(f"==> [{pair.name}] done in {time.monotonic() - stages.started:.1f}s: {final}")
     return BuildResult(pair.name, final, stages.seconds)
 
 
@@ -205,9 +199,9 @@ def run_builds(config: Config, paths: Paths, targets: Sequence[str], builders: S
                parallel: int = 1, accel: str | None = None, quiet: bool = False,
                force_base: bool = False) -> list[BuildResult]:
     """Select pairs, resolve the accelerator once, check every pair, then build."""
-    from kiln import accel as accel_mod
-    from kiln.app import render_options
-    from kiln.targets import select_pairs
+    from kiln.config.targets import select_pairs
+    from kiln.image import accel as accel_mod
+    from kiln.image.render import render_options
 
     pairs = select_pairs(config.data, targets or None, builders or None)
     problems = [f"{p.name}: {msg}" for p in pairs for msg in component_problems(config, p)]
@@ -222,7 +216,7 @@ def run_builds(config: Config, paths: Paths, targets: Sequence[str], builders: S
         if requested not in ("auto", "kvm", "tcg"):
             raise UserError(f"--accel {requested!r}: expected auto, kvm or tcg")
         probe = accel_mod.resolve(requested, paths.cache)
-        _emit(f"==> accelerator: {probe.accel} ({probe.reason})")
+        say(f"==> accelerator: {probe.accel} ({probe.reason})")
         from dataclasses import replace
 
         options = replace(options, accelerator=accel_mod.packer_accelerator(probe.accel))

@@ -2,8 +2,8 @@
 accepted: the bake-phase testinfra suites against the build VM over SSH. A failing
 check exits non-zero, which fails the Packer build (and kiln discards the artifact).
 
-    python -m kiln.inbuild connect --host H --port P --user U --key KEY --name PAIR
-    python -m kiln.inbuild verify  --host H --port P --user U --key KEY --name PAIR
+    python -m kiln.image.inbuild connect --host H --port P --user U --key KEY --name PAIR
+    python -m kiln.image.inbuild verify  --host H --port P --user U --key KEY --name PAIR
 
 (`--key-from-env VAR` instead of `--key`: the private key's text is in VAR, as Packer gives
 its temporary EC2 key pair; it is written to a 0600 file in the verification directory.)
@@ -22,12 +22,12 @@ import sys
 from pathlib import Path
 
 from kiln import sshconfig
+from kiln.image.verify import run_suites
 from kiln.paths import Paths
-from kiln.verify import run_suites
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m kiln.inbuild", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m kiln.image.inbuild", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=("connect", "verify"))
     parser.add_argument("--host", required=True)

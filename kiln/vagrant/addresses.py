@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln.config import Config
+from kiln.config.load import Config
 from kiln.errors import UserError
 from kiln.paths import Paths
 

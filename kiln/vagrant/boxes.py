@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kiln.artifacts import CATALOG, GUEST_MANIFEST
-from kiln.config import Config
+from kiln.config.load import Config
 from kiln.errors import UserError
+from kiln.image.artifacts import CATALOG, GUEST_MANIFEST
 from kiln.paths import Paths
 
 BUILDER_FOR_PROVIDER = {"libvirt": "qemu", "virtualbox": "virtualbox"}

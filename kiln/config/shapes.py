@@ -95,7 +95,7 @@ def _spec_schema() -> dict[str, Any]:
 def validate_spec(spec: Any) -> list[str]:
     """Problems of a node spec, '$.path: message' each: the shared JSON Schema (jsonschema), then the
     node side's cross-field rules. Warnings (an even number of masters) are not problems."""
-    from kiln.config import schema_problems
+    from kiln.config.schema import schema_problems
     from kiln_node.spec import semantic_problems
 
     problems = schema_problems(spec, _spec_schema())

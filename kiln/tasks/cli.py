@@ -9,9 +9,12 @@ from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 
-from kiln.config import Config, load_config
+from kiln.config.load import Config, load_config
 from kiln.errors import Interrupted, KilnError, StepFailed, UserError
+from kiln.output import say, warn
 from kiln.paths import Paths
+
+__all__ = ["COMMON_HELP", "config_from", "handle_errors", "say", "split_csv", "warn"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,14 +23,6 @@ COMMON_HELP = {
     "set": "Override one value: KEY.PATH=VALUE, VALUE parsed as JSON when it is JSON (repeatable).",
     "profile": "Apply profiles/NAME.json first, e.g. 'offline' (debian-12/qemu, no Mesos/Marathon).",
 }
-
-
-def say(message: str) -> None:
-    print(message, flush=True)
-
-
-def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def handle_errors(func: F) -> F:

@@ -7,8 +7,8 @@ the reason printed.
 
 from __future__ import annotations
 
-from kiln.config import Config
-from kiln.targets import Pair
+from kiln.config.load import Config
+from kiln.config.targets import Pair
 
 
 def component_problems(config: Config, pair: Pair) -> list[str]:

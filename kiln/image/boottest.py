@@ -8,15 +8,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln import accel as accel_mod
-from kiln.config import Config
+from kiln.config.load import Config
+from kiln.config.shapes import node_specs, parse_shape
+from kiln.config.targets import select_pairs
 from kiln.errors import KilnError, UserError
+from kiln.image import accel as accel_mod
+from kiln.image.verify import run_suites
+from kiln.image.vm import booted
 from kiln.keys import ensure_build_key
 from kiln.paths import Paths
-from kiln.shapes import node_specs, parse_shape
-from kiln.targets import select_pairs
-from kiln.verify import run_suites
-from kiln.vm import booted
 
 
 @dataclass(frozen=True)

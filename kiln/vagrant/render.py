@@ -16,12 +16,12 @@ from typing import Any
 
 import jinja2
 
-from kiln.boxes import Box
-from kiln.config import Config
+from kiln.checks import FAIL, PASS, SKIP, Check
+from kiln.config.load import Config
+from kiln.config.shapes import Shape, node_specs, parse_shape
 from kiln.paths import Paths
 from kiln.runner import capture, run
-from kiln.shapes import Shape, node_specs, parse_shape
-from kiln.validate import FAIL, PASS, SKIP, Check
+from kiln.vagrant.boxes import Box
 
 VAGRANT_HINT = "apt-get install vagrant vagrant-libvirt (or a HashiCorp release)"
 
@@ -134,3 +134,9 @@ def validate_check(directory: Path, paths: Paths, provider: str = "libvirt") -> 
 def _libvirt_plugin_installed() -> bool:
     # Debian's vagrant-libvirt package is a system plugin that `vagrant plugin list` omits.
     return Path("/usr/share/vagrant-plugins/plugins.d/vagrant-libvirt.json").exists()
+
+
+def vagrant_checks(vagrant_dirs: list[Path], paths: Paths) -> list[Check]:
+    """`vagrant validate` of each Vagrantfile for both providers."""
+    return [validate_check(d, paths, provider) for d in vagrant_dirs
+            for provider in ("libvirt", "virtualbox")]

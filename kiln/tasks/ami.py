@@ -10,10 +10,10 @@ from typing import Any
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
-from kiln.cli import COMMON_HELP, config_from, handle_errors, say, split_csv, warn
-from kiln.config import Config
+from kiln.config.load import Config
 from kiln.paths import Paths
 from kiln.table import format_table
+from kiln.tasks.cli import COMMON_HELP, config_from, handle_errors, say, split_csv, warn
 
 COMMON = ["config", "set_"]
 REGION_HELP = "AWS region (default: aws.region of the config)."

@@ -14,9 +14,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln import accel as accel_mod
 from kiln import sshconfig
 from kiln.errors import KilnError
+from kiln.image import accel as accel_mod
 from kiln.runner import run, which
 
 QEMU_HINT = "apt-get install qemu-system-x86 qemu-utils"

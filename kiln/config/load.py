@@ -10,14 +10,13 @@ from __future__ import annotations
 import copy
 import ipaddress
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
-from jsonschema.exceptions import ValidationError
-
+from kiln.config.schema import json_type, schema_problems, short
+from kiln.config.shapes import parse_shape
 from kiln.errors import ConfigError
 from kiln.paths import Paths
 
@@ -74,7 +73,7 @@ def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
         problems.append(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
         return None
     if not isinstance(data, dict):
-        problems.append(f"{path}: expected a JSON object at the top, got {_json_type(data)}")
+        problems.append(f"{path}: expected a JSON object at the top, got {json_type(data)}")
         return None
     return data
 
@@ -121,90 +120,8 @@ def _apply_set(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _where(path: Iterable[Any]) -> str:
-    out = "$"
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def describe(error: ValidationError) -> list[str]:
-    """Turn one jsonschema error into messages of the form '$.a.b: expected X, got Y'."""
-    where = _where(error.absolute_path)
-    schema = error.schema if isinstance(error.schema, Mapping) else {}
-    v, inst = error.validator, error.instance
-    if v == "additionalProperties":
-        allowed = sorted(schema.get("properties", {}))
-        extra = sorted(set(inst) - set(allowed)) if isinstance(inst, Mapping) else []
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return [f"{where}.{k}: unknown key{hint}" for k in extra] or [f"{where}: {error.message}"]
-    if v == "required":
-        missing = error.message.split("'")[1] if "'" in error.message else error.message
-        return [f"{where}: missing required key '{missing}'"]
-    if v == "type":
-        return [f"{where}: expected {error.validator_value}, got {_json_type(inst)} {_short(inst)}"]
-    if v == "enum":
-        opts = ", ".join(json.dumps(o) for o in error.validator_value)
-        return [f"{where}: expected one of {opts}, got {_short(inst)}"]
-    if v == "format":
-        return [f"{where}: expected an {error.validator_value} address, got {_short(inst)}"]
-    if v == "pattern":
-        what = schema.get("description") or f"a string matching {error.validator_value}"
-        return [f"{where}: expected {what}, got {_short(inst)}"]
-    if v in ("minimum", "maximum", "minItems", "maxItems", "minLength", "minProperties"):
-        return [f"{where}: expected {v} {error.validator_value}, got {_short(inst)}"]
-    if v == "uniqueItems":
-        return [f"{where}: expected unique items, got {_short(inst)}"]
-    if v == "propertyNames":
-        return [f"{where}: invalid key {_short(inst)}: {error.message}"]
-    if v == "not" and isinstance(inst, Mapping) and "image" in inst and "base" in inst:
-        return [f"{where}: expected either 'image' or 'base', got both"]
-    return [f"{where}: {error.message}"]
-
-
-def _leaf_errors(error: ValidationError) -> list[ValidationError]:
-    if error.context:
-        out: list[ValidationError] = []
-        for sub in error.context:
-            out.extend(_leaf_errors(sub))
-        return out
-    return [error]
-
-
-def schema_problems(data: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
-    validator = Draft202012Validator(schema, format_checker=FormatChecker())
-    problems: list[str] = []
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        for leaf in _leaf_errors(err):
-            problems.extend(describe(leaf))
-    return problems
-
-
 def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """Cross-field checks JSON Schema cannot express. Returns (problems, warnings)."""
-    from kiln.shapes import parse_shape
-
     problems: list[str] = []
     warnings: list[str] = []
     targets = data.get("targets", {})
@@ -212,11 +129,11 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     for i, name in enumerate(build.get("targets", [])):
         if name not in targets:
             problems.append(f"$.build.targets[{i}]: expected a key of $.targets "
-                            f"({', '.join(sorted(targets))}), got {_short(name)}")
+                            f"({', '.join(sorted(targets))}), got {short(name)}")
     trial_target = data.get("trial", {}).get("target")
     if isinstance(trial_target, str) and trial_target and trial_target not in targets:
         problems.append(f"$.trial.target: expected a key of $.targets ({', '.join(sorted(targets))}), "
-                        f"got {_short(trial_target)}")
+                        f"got {short(trial_target)}")
     cluster = data.get("cluster", {})
     shapes = cluster.get("shapes", [])
     for i, text in enumerate(shapes):
@@ -231,13 +148,13 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
                             f"expected at most 254 (lower cluster.first_host)")
     default = cluster.get("default_shape")
     if isinstance(default, str) and shapes and default not in shapes:
-        problems.append(f"$.cluster.default_shape: expected one of $.cluster.shapes, got {_short(default)}")
+        problems.append(f"$.cluster.default_shape: expected one of $.cluster.shapes, got {short(default)}")
     prefix = cluster.get("network_prefix")
     if isinstance(prefix, str):
         try:
             ipaddress.IPv4Address(f"{prefix}.1")
         except ValueError:
-            problems.append(f"$.cluster.network_prefix: expected three octets 0-255, got {_short(prefix)}")
+            problems.append(f"$.cluster.network_prefix: expected three octets 0-255, got {short(prefix)}")
     components = data.get("components", {})
     enabled = components.get("enabled", [])
     for name in components.get("exclude", {}):
@@ -247,7 +164,7 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     for i, name in enumerate(mesos.get("supported_targets", [])):
         if name not in targets:
             problems.append(f"$.components.mesos.supported_targets[{i}]: expected a key of $.targets, "
-                            f"got {_short(name)}")
+                            f"got {short(name)}")
     rancher = components.get("rancher", {})
     for kind in ("executor", "scheduler"):
         if rancher.get(f"{kind}_url") and not rancher.get(f"{kind}_sha256"):
@@ -265,7 +182,7 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             net = ipaddress.IPv4Network(cidr, strict=True)
         except ValueError as exc:
             problems.append(f"$.aws.admin_cidr: expected a CIDR like 203.0.113.0/24, "
-                            f"got {_short(cidr)} ({exc})")
+                            f"got {short(cidr)} ({exc})")
         else:
             if net.prefixlen == 0:
                 warnings.append("$.aws.admin_cidr: 0.0.0.0/0 opens SSH and the UIs to the whole internet")

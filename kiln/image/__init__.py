@@ -1,0 +1,1 @@
+"""Making images: render, Packer, base image, build, accelerator, VM boot, verification, cache."""

@@ -1,0 +1,2 @@
+"""Vagrant: Vagrantfiles (render), boxes, clusters, readiness, capacity, addresses and the private
+network namespaces VM tests use (netns)."""
