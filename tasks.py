@@ -175,8 +175,8 @@ CLUSTER_HELP = {"cluster": "Cluster name (a directory under build/vagrant/; defa
 def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, config=None, set_=None,
        profile=""):
     """Bring up a Vagrant cluster of the given shape and wait until it is ready."""
+    from kiln.config.catalog import one_line
     from kiln.vagrant import cluster as cluster_mod
-    from kiln.vagrant.endpoints import one_line
 
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
@@ -186,7 +186,8 @@ def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, co
     say(f"\n{result.name}: READY in {seconds['total']:.0f}s (machines {seconds['vagrant up']:.0f}s, "
         f"services {seconds['ready']:.0f}s): {ready.line()}")
     for machine in result.machines:
-        ui = one_line(machine["role"], machine["ip"], result.data["box"].get("components"))
+        ui = one_line(result.data["catalog"], machine["role"], machine["ip"],
+                      result.data["box"].get("components"))
         say(f"  {machine['name']:<8} {machine['role']:<10} {machine['ip']:<15} {ui}")
     say(f"next: invoke status --cluster {result.name} | invoke ssh NODE | invoke test --cluster "
         f"{result.name} | invoke down --destroy --cluster {result.name}")

@@ -7,14 +7,12 @@ pair only appears under its final names once both halves are complete.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from kiln.errors import UserError
+from kiln.fileutil import locked
 from kiln.runner import capture, run, which
 
 KEY_NAME = "kiln_ed25519"
@@ -27,23 +25,13 @@ def key_paths(build_dir: Path) -> tuple[Path, Path]:
     return private, private.with_name(f"{KEY_NAME}.pub")
 
 
-@contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    with (directory / ".lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def ensure_build_key(build_dir: Path) -> Path:
     """Create build/keys/kiln_ed25519{,.pub} unless present; return the private key's path."""
     private, public = key_paths(build_dir)
     keys = private.parent
     keys.mkdir(parents=True, exist_ok=True)
     os.chmod(keys, 0o700)
-    with _locked(keys):
+    with locked(keys / ".lock"):
         if private.exists():
             # ssh refuses private keys others can read.
             if private.stat().st_mode & 0o077:

@@ -46,6 +46,7 @@ from kiln.report import (
     write_reports,
 )
 from kiln.runner import run
+from kiln.vagrant.environment import vagrant_env
 
 EXPECT_ENV = "KILN_EXPECT_FILES"  # read by tests/infra/test_expected.py
 
@@ -252,7 +253,7 @@ def run_nightly(config: Config, paths: Paths, targets: Sequence[str], report_dir
 
     report = Run(started=started, finished=started, host=host_facts(), tools=tool_versions(),
                  kiln_version=__version__, git_revision=git_revision(paths.root))
-    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "VAGRANT_CHECKPOINT_DISABLE": "1"}
+    env = vagrant_env(inherit=True)
     if options.expect_files:
         env[EXPECT_ENV] = ":".join(options.expect_files)
     try:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from kiln.errors import Interrupted, MissingTool, StepFailed
 
@@ -48,7 +48,7 @@ def which(tool: str, install_hint: str) -> str:
     return path
 
 
-def _stop_group(proc: subprocess.Popen[str], grace: float = GRACE_SECONDS) -> None:
+def stop_group(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> None:
     """SIGTERM the process group, then SIGKILL what is left after `grace` seconds."""
     if proc.poll() is not None:
         return
@@ -125,7 +125,7 @@ def run(
 
     def on_timeout() -> None:
         timed_out.set()
-        _stop_group(proc)
+        stop_group(proc)
 
     # A watchdog, because a silent program would block the read loop forever.
     watchdog = threading.Timer(timeout, on_timeout) if timeout is not None else None
@@ -148,13 +148,13 @@ def run(
                 del tail[:-200]
         returncode = proc.wait()
     except (KeyboardInterrupt, Interrupted) as exc:
-        _stop_group(proc)
+        stop_group(proc)
         raise Interrupted(f"interrupted during step '{step}'; its processes were stopped") from exc
     finally:
         if watchdog is not None:
             watchdog.cancel()
         if proc.poll() is None:
-            _stop_group(proc)
+            stop_group(proc)
         with _LIVE_LOCK:
             _LIVE.discard(proc)
         if log_fh:
@@ -176,7 +176,7 @@ def stop_all() -> None:
     with _LIVE_LOCK:
         live = list(_LIVE)
     for proc in live:
-        _stop_group(proc)
+        stop_group(proc)
 
 
 def capture(command: Sequence[str | os.PathLike[str]], *, timeout: float = 20.0,

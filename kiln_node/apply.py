@@ -3,6 +3,11 @@
 Order: stop units the spec no longer wants, write (or remove) files whose content differs,
 then enable+start new units and restart units whose files changed, in dependency order.
 The state file records what was done, so a second apply with the same spec does nothing.
+
+Everything is read and checked before anything is written or run: a path under the root that a
+symlink leads out of it, a file that is not UTF-8 text or not a regular file where kiln-node
+reads or writes one, an unusable state file or image manifest stop the apply with one message
+(files.FileProblem) and leave the node as it was.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import sys
 from typing import IO, Any, Dict, List, Optional, Set, Tuple
 
+from kiln_node import catalog as catalogmod
 from kiln_node import files, render, services, state
 from kiln_node import spec as specmod
 
@@ -35,11 +41,33 @@ class Plan:
         return not (self.writes or self.removals or self.stops or self.starts)
 
 
+MANIFEST_MAX_BYTES = 4 << 20
+MANIFEST_MAX_DEPTH = 32
+
+
+def check_manifest(root: str) -> None:
+    """The image manifest, when there is one, must be a regular file holding UTF-8 JSON before
+    services.read_manifest interprets it: opening a FIFO there would block, a file nested
+    thousands of levels deep would exhaust the parser's stack. Raises files.FileProblem."""
+    real = files.under(root, services.MANIFEST)
+    try:
+        text = files.read_text(real, MANIFEST_MAX_BYTES)
+        if text is not None:
+            files.loads_json(text, MANIFEST_MAX_DEPTH, "a manifest")
+    except (files.Unreadable, files.BadJSON) as exc:
+        raise files.FileProblem("{}: unreadable image manifest ({}); it is written when the image is "
+                                "baked: restore it from the image, or rebuild the image".format(real, exc)) \
+            from None
+
+
 def make_plan(spec: Dict[str, Any], root: str, previous: Dict[str, Any]) -> Plan:
     plan = Plan()
-    plan.units, plan.skipped = services.present(services.role_units(spec), services.read_manifest(root))
-    wanted = {p: v for p, v in render.render(spec).items()
-              if not services.readers(p) or set(services.readers(p)) & set(plan.units)}
+    check_manifest(root)
+    catalog = catalogmod.load(root)
+    plan.units, plan.skipped = services.present(services.role_units(spec, catalog),
+                                                services.read_manifest(root), catalog)
+    wanted = {p: v for p, v in render.render(spec, catalog).items()
+              if not services.readers(p, catalog) or set(services.readers(p, catalog)) & set(plan.units)}
     hosts_real = files.under(root, render.HOSTS)
     existing = files.read(hosts_real)
     hosts_mode = files.mode_of(hosts_real) if existing is not None else 0o644
@@ -54,8 +82,8 @@ def make_plan(spec: Dict[str, Any], root: str, previous: Dict[str, Any]) -> Plan
             plan.removals.append(path)
     affected: Set[str] = set()
     for path in plan.changed:
-        affected.update(services.readers(path))
-    before = [u for u in previous["units"] if u in services.ORDER]
+        affected.update(services.readers(path, catalog))
+    before = [u for u in previous["units"] if u in catalogmod.order(catalog)]
     for unit in reversed(before):
         if unit not in plan.units:
             plan.stops += [("stop", unit), ("disable", unit)]
@@ -70,7 +98,8 @@ def make_plan(spec: Dict[str, Any], root: str, previous: Dict[str, Any]) -> Plan
 def apply(spec: Dict[str, Any], root: str = "/", manager: Optional[services.ServiceManager] = None,
           dry_run: bool = False, out: Optional[IO[str]] = None) -> int:
     """Apply a spec under `root`. Returns the exit code: 0 done, 1 some service action failed.
-    Raises SpecError (nothing written) for a bad spec."""
+    Raises SpecError for a bad spec, files.FileProblem (state.StateError among them) for a file
+    under the root that cannot be used as it is; nothing is written then."""
     out = out if out is not None else sys.stdout
     problems, _ = specmod.check(spec)
     if problems:

@@ -1,26 +1,30 @@
 """Command line: `kiln-node apply SPEC.json [--root DIR] [--dry-run]`, `kiln-node validate SPEC.json`,
-`kiln-node status [--json]`.
+`kiln-node status [--json] [--root DIR]`.
 
 Exit codes: 0 done, 1 the node could not be configured (a service action failed, a file could
-not be written, unreadable image manifest), 2 the spec is wrong (nothing was written);
+not be written, a file under the root kiln-node cannot use: not UTF-8, not a regular file, an
+unusable state file or image manifest, a symlink leading out of --root), 2 bad input: the spec
+is wrong, or --root names / under another spelling or is not a directory (nothing was written);
 status: 0 every service of the role is ready, 3 some are not yet, 1 nothing applied yet.
+Every refusal is one line on stderr naming the file or argument and what to do.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from kiln_node import __version__, apply, render, services, status
+from kiln_node import __version__, apply, files, render, services, status
 from kiln_node import spec as specmod
 
 EPILOG = """\
 apply writes the config files of the node's role under --root (default /) and, when the root
 is /, enables and starts (or restarts) exactly the services whose config changed. With another
---root, systemd is left alone and the actions are printed. A second apply of the same spec
-changes nothing. Exit codes: 0 done, 1 failed, 2 bad spec (nothing written).
+--root, systemd is left alone and the actions are printed; nothing is written outside that root
+(a symlink leading out of it is refused), and / spelled otherwise (//, /..) is refused.
+A second apply of the same spec changes nothing. Exit codes: 0 done, 1 failed (nothing written
+when a file under the root cannot be used), 2 bad spec or --root (nothing written).
 status probes each service of the applied role (ZooKeeper srvr, Mesos /state, Marathon /ping,
 systemd for the rest): exit 0 all ready, 3 not yet, 1 no spec applied."""
 
@@ -43,15 +47,31 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _error(message: str) -> None:
+    print("kiln-node: error: {}".format(message), file=sys.stderr, flush=True)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parser().parse_args(argv)
+    root = "/"
+    if args.command in ("apply", "status"):
+        try:
+            root = files.resolve_root(args.root)
+        except files.RootError as exc:
+            _error("{}; nothing written".format(exc))
+            return 2
     if args.command == "status":
-        return status.print_status(os.path.abspath(args.root), args.json, sys.stdout)
+        try:
+            apply.check_manifest(root)
+            return status.print_status(root, args.json, sys.stdout)
+        except (files.FileProblem, services.ManifestError) as exc:
+            _error(str(exc))
+            return 1
     try:
         spec = _load(args.spec)
     except specmod.SpecError as exc:
         for line in exc.problems:
-            print("kiln-node: error: {}".format(line), file=sys.stderr)
+            _error("{}: {}".format(args.spec, line))
         n = len(exc.problems)
         print("kiln-node: {}: {} problem{} in the node spec; nothing written".format(
             args.spec, n, "" if n == 1 else "s"), file=sys.stderr)
@@ -59,13 +79,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command == "validate":
         print("kiln-node: {}: OK: {}".format(args.spec, apply.describe(spec)))
         return 0
-    root = os.path.abspath(args.root)
     try:
         return apply.apply(spec, root=root, dry_run=args.dry_run)
-    except (services.ManifestError, render.HostsError) as exc:
-        print("kiln-node: error: {}".format(exc), file=sys.stderr)
+    except (files.FileProblem, services.ManifestError, render.HostsError) as exc:
+        _error(str(exc))
     except OSError as exc:
-        print("kiln-node: error: {}: {}".format(exc.filename or "", exc.strerror or exc), file=sys.stderr)
+        _error("{}: {}".format(exc.filename or "", exc.strerror or exc))
     return 1
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Tuple
 
+from kiln_node import catalog as catalogmod
 from kiln_node import spec as specmod
 
 HOSTS = "/etc/hosts"
@@ -27,8 +28,6 @@ MESOS_ZK = "/etc/mesos/zk"
 MARATHON_ENV = "/etc/kiln/marathon.env"
 BRIDGE_ENV = "/etc/kiln/haproxy-bridge.env"
 RANCHER_ENV = "/etc/kiln/rancher.env"
-MARATHON_PORT = 8080
-MARATHON_LIBPROCESS_PORT = 15101
 
 Files = Dict[str, Tuple[str, int]]
 
@@ -37,17 +36,18 @@ class HostsError(Exception):
     pass
 
 
-def render(spec: Dict[str, Any]) -> Files:
-    """path -> (content, mode) for every file this node's role needs, /etc/hosts excepted."""
+def render(spec: Dict[str, Any], catalog: Dict[str, Any]) -> Files:
+    """path -> (content, mode) for every file this node's role needs, /etc/hosts excepted; ports
+    come from the image's component catalog."""
     role = spec["role"]
     options = specmod.options_of(spec)
     files: Files = {}
     servers = role in ("standalone", "master")
     if servers:
-        files[ZOO_CFG] = (zoo_cfg(spec), 0o644)
+        files[ZOO_CFG] = (zoo_cfg(spec, catalog), 0o644)
         if role == "master":
             files[MYID] = ("{}\n".format(int(spec["node_id"])), 0o644)
-    files[MESOS_ZK] = ("zk://{}/mesos\n".format(specmod.zk_hosts(spec)), 0o644)
+    files[MESOS_ZK] = ("zk://{}/mesos\n".format(zk_hosts(spec, catalog)), 0o644)
     if servers:
         files.update(_flags("/etc/mesos-master", {
             "quorum": str(specmod.quorum(spec)),
@@ -68,11 +68,11 @@ def render(spec: Dict[str, Any]) -> Files:
             "resources": mesos_pairs(agent["resources"]),
         }))
     if servers and options["marathon"]:
-        files[MARATHON_ENV] = (marathon_env(spec), 0o644)
+        files[MARATHON_ENV] = (marathon_env(spec, catalog), 0o644)
     if servers and options["haproxy"]:
-        files[BRIDGE_ENV] = (bridge_env(spec), 0o644)
+        files[BRIDGE_ENV] = (bridge_env(spec, catalog), 0o644)
     if specmod.rancher_configured(options):
-        files[RANCHER_ENV] = (rancher_env(spec, options["rancher"]), 0o600)
+        files[RANCHER_ENV] = (rancher_env(spec, options["rancher"], catalog), 0o600)
     return files
 
 
@@ -82,20 +82,28 @@ def owned(path: str) -> bool:
         path.startswith(("/etc/mesos-master/", "/etc/mesos-agent/")) and "/.." not in path)
 
 
-def zoo_cfg(spec: Dict[str, Any]) -> str:
+def zk_hosts(spec: Dict[str, Any], catalog: Dict[str, Any]) -> str:
+    """Every master's ZooKeeper client address, comma separated (a ZooKeeper connect string)."""
+    client = catalogmod.port(catalog, "zookeeper", "client")
+    return ",".join("{}:{}".format(m, client) for m in spec["masters"])
+
+
+def zoo_cfg(spec: Dict[str, Any], catalog: Dict[str, Any]) -> str:
+    ports = {n: catalogmod.port(catalog, "zookeeper", n) for n in ("client", "peer", "election")}
     lines = [
         HEADER,
         "tickTime=2000",
         "initLimit=10",
         "syncLimit=5",
         "dataDir=/var/lib/zookeeper",
-        "clientPort=2181",
+        "clientPort={}".format(ports["client"]),
         "4lw.commands.whitelist=ruok,stat,mntr,srvr",
-        # Its admin server would take port 8080, which is Marathon's.
+        # Its admin server would take the port Marathon listens on.
         "admin.enableServer=false",
     ]
     if spec["role"] == "master":
-        lines += ["server.{}={}:2888:3888".format(i, ip) for i, ip in enumerate(spec["masters"], 1)]
+        lines += ["server.{}={}:{}:{}".format(i, ip, ports["peer"], ports["election"])
+                  for i, ip in enumerate(spec["masters"], 1)]
     return "\n".join(lines) + "\n"
 
 
@@ -115,31 +123,32 @@ def _env(lines: List[Tuple[str, str]], comment: str) -> str:
     return "\n".join([HEADER, "# " + comment] + ["{}={}".format(k, v) for k, v in lines]) + "\n"
 
 
-def marathon_env(spec: Dict[str, Any]) -> str:
-    hosts = specmod.zk_hosts(spec)
+def marathon_env(spec: Dict[str, Any], catalog: Dict[str, Any]) -> str:
+    hosts = zk_hosts(spec, catalog)
     return _env([
         ("MARATHON_MASTER", "zk://{}/mesos".format(hosts)),
         ("MARATHON_ZK", "zk://{}/marathon".format(hosts)),
         ("MARATHON_HOSTNAME", spec["ip"]),
-        ("MARATHON_HTTP_PORT", str(MARATHON_PORT)),
+        ("MARATHON_HTTP_PORT", str(catalogmod.port(catalog, "marathon", "http"))),
         # The leading master calls Marathon's scheduler back: on the cluster address (not the
         # NAT interface a Vagrant machine also has) and on a fixed port a firewall can open.
         ("LIBPROCESS_IP", spec["ip"]),
-        ("LIBPROCESS_PORT", str(MARATHON_LIBPROCESS_PORT)),
+        ("LIBPROCESS_PORT", str(catalogmod.port(catalog, "marathon", "scheduler"))),
     ], "environment of marathon.service")
 
 
-def bridge_env(spec: Dict[str, Any]) -> str:
-    urls = ",".join("http://{}:{}".format(m, MARATHON_PORT) for m in spec["masters"])
+def bridge_env(spec: Dict[str, Any], catalog: Dict[str, Any]) -> str:
+    port = catalogmod.port(catalog, "marathon", "http")
+    urls = ",".join("http://{}:{}".format(m, port) for m in spec["masters"])
     return _env([("KILN_BRIDGE_MARATHON_URLS", urls)], "environment of kiln-haproxy-bridge.service")
 
 
-def rancher_env(spec: Dict[str, Any], rancher: Dict[str, str]) -> str:
+def rancher_env(spec: Dict[str, Any], rancher: Dict[str, str], catalog: Dict[str, Any]) -> str:
     return _env([
         ("CATTLE_URL", rancher["cattle_url"]),
         ("CATTLE_ACCESS_KEY", rancher["access_key"]),
         ("CATTLE_SECRET_KEY", rancher["secret_key"]),
-        ("MESOS_MASTER", "zk://{}/mesos".format(specmod.zk_hosts(spec))),
+        ("MESOS_MASTER", "zk://{}/mesos".format(zk_hosts(spec, catalog))),
         ("IP_CIDR", rancher.get("ip_cidr", "")),
     ], "environment of the rancher-mesos-* services (secrets: mode 0600)")
 

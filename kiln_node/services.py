@@ -1,4 +1,5 @@
-"""Which systemd units a node runs, which files each reads, and how they are driven."""
+"""Which systemd units a node runs, which files each reads (both from the image's component
+catalog), and how the units are driven."""
 
 from __future__ import annotations
 
@@ -6,24 +7,18 @@ import json
 import os
 import subprocess
 import sys
-from typing import IO, Any, Dict, List, Optional, Sequence, Tuple
+from typing import IO, Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from kiln_node import render
 from kiln_node import spec as specmod
 
-# Start order: a unit comes after the ones it talks to.
-ORDER = (
-    "zookeeper",
-    "docker",
-    "mesos-master",
-    "mesos-agent",
-    "marathon",
-    "haproxy",
-    "kiln-haproxy-bridge",
-    "rancher-mesos-scheduler",
-    "rancher-mesos-executor",
-)
 MANIFEST = "/etc/kiln/manifest.json"
+
+# The node options a catalog unit may depend on ("when"): the unit runs only when it holds.
+CONDITIONS: Dict[str, Callable[[Dict[str, Any]], bool]] = {
+    "marathon": lambda options: bool(options["marathon"]),
+    "haproxy": lambda options: bool(options["haproxy"]),
+    "rancher": specmod.rancher_configured,
+}
 
 
 class ServiceError(Exception):
@@ -34,54 +29,30 @@ class ManifestError(Exception):
     pass
 
 
-def component_of(unit: str) -> str:
-    if unit.startswith("mesos-"):
-        return "mesos"
-    if unit.startswith("rancher-"):
-        return "rancher"
-    if unit == "kiln-haproxy-bridge":
-        return "haproxy"
-    return unit
+def component_of(unit: str, catalog: Dict[str, Any]) -> str:
+    return next((u["component"] for u in catalog["units"] if u["unit"] == unit), unit)
 
 
-def role_units(spec: Dict[str, Any]) -> List[str]:
+def role_units(spec: Dict[str, Any], catalog: Dict[str, Any]) -> List[str]:
     """The units the role wants, in start order, before looking at what the image holds."""
     options = specmod.options_of(spec)
-    role = spec["role"]
-    wanted = set()
-    if role in ("standalone", "master"):
-        wanted |= {"zookeeper", "mesos-master"}
-        if options["marathon"]:
-            wanted.add("marathon")
-        if options["haproxy"]:
-            wanted |= {"haproxy", "kiln-haproxy-bridge"}
-    if role in ("standalone", "agent"):
-        wanted |= {"mesos-agent", "docker"}
-    if specmod.rancher_configured(options):
-        if role in ("standalone", "master"):
-            wanted.add("rancher-mesos-scheduler")
-        if role in ("standalone", "agent"):
-            wanted.add("rancher-mesos-executor")
-    return [u for u in ORDER if u in wanted]
+    wanted = []
+    for entry in catalog["units"]:
+        if spec["role"] not in entry["roles"]:
+            continue
+        when = entry.get("when") or ""
+        if when and not (when in CONDITIONS and CONDITIONS[when](options)):
+            continue
+        wanted.append(entry["unit"])
+    return wanted
 
 
-def readers(path: str) -> Tuple[str, ...]:
+def readers(path: str, catalog: Dict[str, Any]) -> Tuple[str, ...]:
     """The units that read `path`, i.e. that must restart when it changes."""
-    if path in (render.ZOO_CFG, render.MYID):
-        return ("zookeeper",)
-    if path == render.MESOS_ZK:
-        return ("mesos-master", "mesos-agent")
-    if path.startswith("/etc/mesos-master/"):
-        return ("mesos-master",)
-    if path.startswith("/etc/mesos-agent/"):
-        return ("mesos-agent",)
-    if path == render.MARATHON_ENV:
-        return ("marathon",)
-    if path == render.BRIDGE_ENV:
-        return ("kiln-haproxy-bridge",)
-    if path == render.RANCHER_ENV:
-        return ("rancher-mesos-scheduler", "rancher-mesos-executor")
-    return ()
+    def reads(entry: Dict[str, Any]) -> bool:
+        return any(path == r or (r.endswith("/") and path.startswith(r)) for r in entry.get("reads", []))
+
+    return tuple(entry["unit"] for entry in catalog["units"] if reads(entry))
 
 
 def read_manifest(root: str) -> Optional[Dict[str, Any]]:
@@ -100,23 +71,25 @@ def read_manifest(root: str) -> Optional[Dict[str, Any]]:
     return components
 
 
-def present(units: Sequence[str], components: Optional[Dict[str, Any]]) -> Tuple[List[str], List[str]]:
+def present(units: Sequence[str], components: Optional[Dict[str, Any]], catalog: Dict[str, Any]
+            ) -> Tuple[List[str], List[str]]:
     """(units the image has, one message per unit skipped because the image lacks it)."""
     if components is None:
         return list(units), []
+    parts = {u["unit"]: u.get("part") or "" for u in catalog["units"]}
     kept: List[str] = []
     skipped: List[str] = []
     for unit in units:
-        component = component_of(unit)
+        component = component_of(unit, catalog)
         record = components.get(component)
         if record is None:
             skipped.append("{} not in this image: skipping {}".format(component, unit))
             continue
-        # A rancher image may carry only one of the two binaries (components.rancher.*_url).
-        part = unit[len("rancher-mesos-"):] if component == "rancher" else ""
+        # A component may carry only some of its parts (rancher: executor and scheduler URLs).
+        part = parts.get(unit, "")
         urls = [k for k in record if k.endswith("_url")] if isinstance(record, dict) else []
         if part and urls and "{}_url".format(part) not in urls:
-            skipped.append("rancher {} not in this image: skipping {}".format(part, unit))
+            skipped.append("{} {} not in this image: skipping {}".format(component, part, unit))
             continue
         kept.append(unit)
     return kept, skipped

@@ -4,6 +4,9 @@ The structure is defined once, in spec.schema.json (JSON Schema 2020-12). The ho
 with jsonschema; the node has only the standard library, so this module interprets the
 subset of keywords that schema uses. Messages follow the host's style: '$.a.b: what is wrong'.
 Cross-field rules JSON Schema cannot express live in semantic_problems(), used by both sides.
+
+A spec file is read strictly (files.loads_json): a regular UTF-8 file of at most MAX_SPEC_BYTES,
+JSON without NaN, overlong numbers or repeated keys, nested at most MAX_DEPTH levels.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import os
 import re
 from typing import Any, Dict, List, Tuple
 
+from kiln_node import files
+
 SCHEMA_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "spec.schema.json")
 ROLES = ("standalone", "master", "agent")
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few hundred bytes; a cluster of 255 masters a few KB
+MAX_DEPTH = 16  # a spec nests 4 levels (options.agent.attributes)
+CONTROL_MESSAGE = "control characters (such as a newline) are not allowed"
 
 DEFAULT_OPTIONS = {
     "marathon": True,
@@ -54,16 +62,19 @@ def load_schema() -> Dict[str, Any]:
 
 
 def load(path: str) -> Tuple[Dict[str, Any], List[str]]:
-    """Read and check a spec file: (spec, warnings). Raises SpecError listing every problem."""
+    """Read and check a spec file: (spec, warnings). Raises SpecError listing every problem, each
+    to be shown after the file's name."""
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as exc:
-        raise SpecError(["{}: cannot read the node spec: {}".format(path, exc.strerror)]) from None
+        text = files.read_text(path, MAX_SPEC_BYTES)
+    except files.Unreadable as exc:
+        raise SpecError(["{}: pass the node spec, a UTF-8 JSON file of at most {} bytes".format(
+            exc, MAX_SPEC_BYTES)]) from None
+    if text is None:
+        raise SpecError(["no such file: pass the path of the node spec (a JSON file)"])
     try:
-        spec = json.loads(text)
-    except ValueError as exc:
-        raise SpecError(["{}: not valid JSON: {}".format(path, exc)]) from None
+        spec = files.loads_json(text, MAX_DEPTH, "a node spec")
+    except files.BadJSON as exc:
+        raise SpecError([str(exc)]) from None
     problems, warnings = check(spec)
     if problems:
         raise SpecError(problems)
@@ -74,6 +85,9 @@ def check(spec: Any) -> Tuple[List[str], List[str]]:
     """(problems, warnings) of a spec: the schema's checks, then the cross-field ones."""
     problems = schema_problems(spec, load_schema())
     more, warnings = semantic_problems(spec)
+    # A string with a control character fails its pattern too: one message per problem, the clearer.
+    marked = {where for where, _ in _unprintable(spec)}
+    problems = [p for p in problems if p.split(": ", 1)[0] not in marked]
     return problems + more, warnings
 
 
@@ -113,7 +127,7 @@ def _validate(value: Any, node: Dict[str, Any], root: Dict[str, Any], where: str
 def _check_string(value: str, node: Dict[str, Any], where: str, out: List[str]) -> None:
     if "minLength" in node and len(value) < node["minLength"]:
         out.append("{}: expected minLength {}, got {}".format(where, node["minLength"], _short(value)))
-    if "pattern" in node and not re.search(node["pattern"], value):
+    if "pattern" in node and not _pattern(node["pattern"]).search(value):
         what = node.get("description") or "a string matching {}".format(node["pattern"])
         out.append("{}: expected {}, got {}".format(where, what, _short(value)))
 
@@ -150,6 +164,30 @@ def _check_object(value: Dict[str, Any], node: Dict[str, Any], root: Dict[str, A
             _validate(value[key], extra, root, "{}.{}".format(where, key), out)
 
 
+@functools.lru_cache(maxsize=None)
+def _pattern(pattern: str) -> "re.Pattern[str]":
+    """A JSON Schema pattern as a Python regex. JSON Schema patterns are ECMA-262 regexes, where `$`
+    (outside a character class) is the end of the string only; in Python's re it also matches
+    before a final newline, so "m1\\n" would pass "^m1$". `$` becomes `\\Z`."""
+    out: List[str] = []
+    i, in_class = 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            out.append(pattern[i:i + 2])
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "$":
+            char = "\\Z"
+        out.append(char)
+        i += 1
+    return re.compile("".join(out))
+
+
 def _resolve(ref: str, root: Dict[str, Any]) -> Dict[str, Any]:
     if not ref.startswith("#/"):
         raise ValueError("only local $refs are supported, got {}".format(ref))
@@ -175,11 +213,11 @@ def _short(value: Any) -> str:
 
 @functools.lru_cache(maxsize=None)
 def _ipv4_pattern() -> "re.Pattern[str]":
-    return re.compile(load_schema()["$defs"]["ipv4"]["pattern"])
+    return _pattern(load_schema()["$defs"]["ipv4"]["pattern"])
 
 
 def _is_ipv4(value: Any) -> bool:
-    return isinstance(value, str) and bool(_ipv4_pattern().fullmatch(value))
+    return isinstance(value, str) and bool(_ipv4_pattern().search(value))
 
 
 def _is_node_id(value: Any) -> bool:
@@ -192,7 +230,7 @@ def semantic_problems(spec: Any) -> Tuple[List[str], List[str]]:
     warnings: List[str] = []
     if not isinstance(spec, dict):
         return problems, warnings
-    _control_characters(spec, "$", problems)
+    problems += ["{}: {}".format(where, message) for where, message in _unprintable(spec)]
     role, ip, node_id = spec.get("role"), spec.get("ip"), spec.get("node_id")
     masters = spec.get("masters")
     if not (isinstance(masters, list) and all(isinstance(m, str) for m in masters)):
@@ -251,18 +289,36 @@ def _option_rules(options: Dict[str, Any], out: List[str]) -> None:
                        .format(_short(cidr)))
 
 
-def _control_characters(value: Any, where: str, out: List[str]) -> None:
-    if isinstance(value, str):
-        if any(ord(c) < 32 or ord(c) == 127 for c in value):
-            out.append("{}: control characters (such as a newline) are not allowed, got {}".format(
-                where, _short(value)))
-    elif isinstance(value, dict):
-        for key in sorted(value, key=str):
-            _control_characters(key, where, out)
-            _control_characters(value[key], "{}.{}".format(where, key), out)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            _control_characters(item, "{}[{}]".format(where, i), out)
+def _bad_character(text: str) -> str:
+    """What is wrong with the characters of `text` for a config file line, or ""."""
+    for char in text:
+        code = ord(char)
+        if code < 32 or 127 <= code < 160 or code in (0x2028, 0x2029):
+            return CONTROL_MESSAGE
+        if 0xD800 <= code < 0xE000:
+            return "not valid Unicode text (a lone surrogate such as \\ud800)"
+    return ""
+
+
+def _unprintable(spec: Any) -> List[Tuple[str, str]]:
+    """(where, message) of every string, key or value, with control characters (C0, DEL, C1, the
+    Unicode line and paragraph separators) or lone surrogates. Iterative: a deep value cannot
+    exhaust the stack."""
+    found: List[Tuple[str, str]] = []
+    stack: List[Tuple[Any, str]] = [(spec, "$")]
+    while stack:
+        value, where = stack.pop()
+        if isinstance(value, str):
+            message = _bad_character(value)
+            if message:
+                found.append((where, "{}, got {}".format(message, _short(value))))
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str, reverse=True):
+                stack.append((value[key], "{}.{}".format(where, key)))
+                stack.append((key, where))
+        elif isinstance(value, list):
+            stack.extend((item, "{}[{}]".format(where, i)) for i, item in reversed(list(enumerate(value))))
+    return found
 
 
 # -- defaults -----------------------------------------------------------------------------

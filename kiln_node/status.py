@@ -2,8 +2,11 @@
 
 The host side (`invoke up`, `invoke status`) runs this on every node over SSH and decides
 from the answers whether the cluster is ready: a ZooKeeper ensemble with a leader, a leading
-Mesos master with every agent registered, Marathon answering. Each probe is small and bounded
-(a few seconds), uses only the standard library, and reports facts, not just a verdict:
+Mesos master with every agent active, Marathon answering. Which units a role runs and how each
+is probed come from the image's component catalog (a probe kind of PROBE_KINDS and its port).
+Each probe is small and bounded (a few seconds), uses only the standard library, never follows
+redirects (a Mesos master that is not the leader answers with one, naming the leader), and
+reports facts, not just a verdict:
 
     {"name": "m1", "role": "master", "ip": "10.141.141.10", "ready": false,
      "units": [{"unit": "zookeeper", "active": true, "ready": false,
@@ -19,10 +22,11 @@ import urllib.error
 import urllib.request
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from kiln_node import render, services
+from kiln_node import catalog as catalogmod
+from kiln_node import services
 
 TIMEOUT = 3.0
-Probe = Callable[[Dict[str, Any]], Tuple[bool, str, Dict[str, Any]]]
+Probe = Callable[[Dict[str, Any], Dict[str, Any]], Tuple[bool, str, Dict[str, Any]]]
 
 
 # -- parsing what the services answer (pure, unit tested) -------------------------------------
@@ -46,19 +50,34 @@ def parse_srvr(text: str) -> Tuple[bool, str, Dict[str, Any]]:
 
 
 def leader_address(pid: str) -> str:
-    """'master@10.141.141.11:5050' -> '10.141.141.11:5050'."""
+    """A libprocess PID 'master@HOST:PORT' -> 'HOST:PORT'."""
     return pid.split("@", 1)[-1] if pid else ""
 
 
 def parse_master_state(state: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
-    """Mesos master /state: ready when a leader is elected; the leader knows the agents."""
+    """The /state a Mesos master answers itself (HTTP 200), which only the leading master does:
+    the others redirect (see parse_master_redirect). Ready when it names itself the leader; its
+    facts list the agents it has active, the only registration that counts."""
     leader = leader_address(str(state.get("leader") or ""))
-    facts = {"leader": leader, "is_leader": bool(state.get("elected_time")) and leader != "",
-             "activated_agents": int(state.get("activated_slaves", 0) or 0)}
+    own = leader_address(str(state.get("pid") or ""))
+    agents = state.get("slaves") if isinstance(state.get("slaves"), list) else []
+    active = sorted(str(a.get("hostname") or "") for a in agents if isinstance(a, dict) and a.get("active"))
+    facts = {"leader": leader, "is_leader": leader != "" and (leader == own or not own),
+             "activated_agents": len(active), "active_agents": active}
     if not leader:
         return False, "no leading master elected", facts
     if facts["is_leader"]:
-        return True, "leading master, {} agent(s) registered".format(facts["activated_agents"]), facts
+        return True, "leading master, {} agent(s) active".format(len(active)), facts
+    return True, "follows leader {}".format(leader), facts
+
+
+def parse_master_redirect(location: str) -> Tuple[bool, str, Dict[str, Any]]:
+    """A non-leading master answers /state with a redirect to the leader: '//HOST:PORT/...'."""
+    rest = location.split("//", 1)[-1]
+    leader = rest.split("/", 1)[0]
+    facts = {"leader": leader, "is_leader": False, "activated_agents": 0, "active_agents": []}
+    if not leader:
+        return False, "redirected without a leader ({!r})".format(location[:80]), facts
     return True, "follows leader {}".format(leader), facts
 
 
@@ -73,7 +92,7 @@ def parse_agent_state(state: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]
 
 # -- probes (talk to this node's services) -----------------------------------------------------
 
-def four_letter_word(word: str, port: int = 2181, host: str = "127.0.0.1") -> str:
+def four_letter_word(word: str, port: int, host: str = "127.0.0.1") -> str:
     with socket.create_connection((host, port), timeout=TIMEOUT) as sock:
         sock.sendall(word.encode("ascii"))
         sock.shutdown(socket.SHUT_WR)
@@ -86,52 +105,79 @@ def four_letter_word(word: str, port: int = 2181, host: str = "127.0.0.1") -> st
     return b"".join(chunks).decode("utf-8", "replace")
 
 
-def http_get(url: str) -> Tuple[int, str]:
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Redirects are answers here (a Mesos master names its leader with one), not detours."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
+
+
+def http_get(url: str) -> Tuple[int, str, str]:
+    """(status, body, Location header) of a GET that does not follow redirects."""
     try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            return response.status, response.read(1 << 22).decode("utf-8", "replace")
+        with _OPENER.open(url, timeout=TIMEOUT) as response:
+            return response.status, response.read(1 << 22).decode("utf-8", "replace"), ""
     except urllib.error.HTTPError as exc:
-        return exc.code, ""
+        return exc.code, "", exc.headers.get("Location", "") if exc.headers else ""
 
 
-def _zookeeper(spec: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
-    return parse_srvr(four_letter_word("srvr"))
+def _zookeeper(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
+    return parse_srvr(four_letter_word("srvr", int(probe["port"])))
 
 
-def _json_probe(url: str, parse: Callable[[Dict[str, Any]], Tuple[bool, str, Dict[str, Any]]]
+def _parse_json(url: str, body: str, parse: Callable[[Dict[str, Any]], Tuple[bool, str, Dict[str, Any]]]
                 ) -> Tuple[bool, str, Dict[str, Any]]:
-    code, body = http_get(url)
-    if code != 200:
-        return False, "{} answered HTTP {}".format(url, code), {}
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False, "{} answered something that is not JSON".format(url), {}
     if not isinstance(data, dict):
         return False, "{} answered JSON that is not an object".format(url), {}
     return parse(data)
 
 
-def _mesos_master(spec: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
-    return _json_probe("http://{}:5050/state".format(spec["ip"]), parse_master_state)
+def _url(spec: Dict[str, Any], probe: Dict[str, Any], path: str) -> str:
+    return "http://{}:{}{}".format(spec["ip"], int(probe["port"]), probe.get("path") or path)
 
 
-def _mesos_agent(spec: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
-    return _json_probe("http://{}:5051/state".format(spec["ip"]), parse_agent_state)
+def _mesos_master(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
+    url = _url(spec, probe, "/state")
+    code, body, location = http_get(url)
+    if code in (301, 302, 303, 307, 308):
+        return parse_master_redirect(location)
+    if code == 503:
+        return False, "no leading master elected ({} answered HTTP 503)".format(url), {}
+    if code != 200:
+        return False, "{} answered HTTP {}".format(url, code), {}
+    return _parse_json(url, body, parse_master_state)
 
 
-def _marathon(spec: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
-    code, _ = http_get("http://{}:{}/ping".format(spec["ip"], render.MARATHON_PORT))
+def _mesos_agent(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
+    url = _url(spec, probe, "/state")
+    code, body, _ = http_get(url)
+    if code != 200:
+        return False, "{} answered HTTP {}".format(url, code), {}
+    return _parse_json(url, body, parse_agent_state)
+
+
+def _http(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
+    url = _url(spec, probe, "/")
+    code, _, _ = http_get(url)
     if code == 200:
-        return True, "answers /ping", {}
-    return False, "/ping answered HTTP {}".format(code), {}
+        return True, "answers {}".format(probe.get("path") or "/"), {}
+    return False, "{} answered HTTP {}".format(url, code), {}
 
 
+# The probe kinds a catalog unit may name, and whether each needs a port.
+PROBE_KINDS: Dict[str, bool] = {"zookeeper": True, "mesos-master": True, "mesos-agent": True, "http": True}
 PROBES: Dict[str, Probe] = {
     "zookeeper": _zookeeper,
     "mesos-master": _mesos_master,
     "mesos-agent": _mesos_agent,
-    "marathon": _marathon,
+    "http": _http,
 }
 
 
@@ -142,17 +188,22 @@ def unit_active(unit: str) -> bool:
 
 # -- the node's status ------------------------------------------------------------------------
 
-def unit_status(unit: str, spec: Dict[str, Any], active: Callable[[str], bool] = unit_active,
+def unit_status(entry: Dict[str, Any], spec: Dict[str, Any], active: Callable[[str], bool] = unit_active,
                 probes: Optional[Dict[str, Probe]] = None) -> Dict[str, Any]:
+    """One catalog unit: active in systemd, and doing its job by its catalog probe."""
     probes = PROBES if probes is None else probes
-    is_active = active(unit)
-    if not is_active:
+    unit = entry["unit"]
+    if not active(unit):
         return {"unit": unit, "active": False, "ready": False, "detail": "unit is not active", "facts": {}}
-    probe = probes.get(unit)
-    if probe is None:
+    probe = entry.get("probe")
+    if not probe:
         return {"unit": unit, "active": True, "ready": True, "detail": "active", "facts": {}}
+    run = probes.get(probe["kind"])
+    if run is None:
+        return {"unit": unit, "active": True, "ready": False, "facts": {},
+                "detail": "probe kind {!r} unknown to this kiln-node".format(probe["kind"])}
     try:
-        ready, detail, facts = probe(spec)
+        ready, detail, facts = run(spec, probe)
     except (OSError, ValueError) as exc:
         ready, detail, facts = False, "no answer ({})".format(_reason(exc)), {}
     return {"unit": unit, "active": True, "ready": ready, "detail": detail, "facts": facts}
@@ -160,8 +211,11 @@ def unit_status(unit: str, spec: Dict[str, Any], active: Callable[[str], bool] =
 
 def node_status(spec: Dict[str, Any], root: str = "/", active: Callable[[str], bool] = unit_active,
                 probes: Optional[Dict[str, Probe]] = None) -> Dict[str, Any]:
-    units, skipped = services.present(services.role_units(spec), services.read_manifest(root))
-    checked = [unit_status(u, spec, active, probes) for u in units]
+    catalog = catalogmod.load(root)
+    units, skipped = services.present(services.role_units(spec, catalog), services.read_manifest(root),
+                                      catalog)
+    entries = {e["unit"]: e for e in catalog["units"]}
+    checked = [unit_status(entries[u], spec, active, probes) for u in units]
     return {
         "name": spec["name"],
         "role": spec["role"],
@@ -202,7 +256,11 @@ def print_status(root: str, as_json: bool, out: Any) -> int:
     if spec is None:
         print("kiln-node: no node spec applied yet (run kiln-node apply SPEC.json)", file=out)
         return 1
-    status = node_status(spec, root)
+    try:
+        status = node_status(spec, root)
+    except services.ManifestError as exc:
+        print("kiln-node: error: {}".format(exc), file=out)
+        return 1
     print(json.dumps(status, indent=2, sort_keys=True) if as_json else table(status), file=out)
     return 0 if status["ready"] else 3
 

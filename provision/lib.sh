@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# kiln bake-time library, sourced (never executed) by every provision/<component>.sh.
+# kiln bake-time library, sourced (never executed) by every components/<name>/bake.sh and by the
+# image-wide steps in provision/ (manifest, cleanup).
 #
-# Contract (notes/CONVENTIONS.md): Packer uploads provision/, kiln_node/ and kiln_bridge/ to
-# /tmp/kiln and a rendered env file to /tmp/kiln/kiln.env, then runs each component as root.
+# Contract (docs/CONTRIBUTING.md): Packer uploads components/, provision/, kiln_node/ and
+# kiln_bridge/ to /tmp/kiln and a rendered env file to /tmp/kiln/kiln.env, then runs each
+# component's bake.sh as root.
 # Every helper here is idempotent: running a component twice changes nothing the second time.
 # Services are installed DISABLED; kiln-node enables the ones a node's role needs at boot.
 
@@ -18,7 +20,14 @@ PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH
 export PATH LC_ALL=C
 
 KILN_LIB_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-KILN_COMPONENT="${KILN_COMPONENT:-$(basename "$0" .sh)}"
+# components/<name>/bake.sh is component <name>; provision/<step>.sh is step <step>.
+if [[ -z "${KILN_COMPONENT:-}" ]]; then
+  if [[ "$(basename "$0")" == bake.sh ]]; then
+    KILN_COMPONENT=$(basename "$(cd "$(dirname "$0")" && pwd)")
+  else
+    KILN_COMPONENT=$(basename "$0" .sh)
+  fi
+fi
 KILN_CHANGED=false # set by the *_if_changed helpers: did the last call change anything?
 
 # ---------------------------------------------------------------------------------------------
@@ -79,7 +88,7 @@ kiln_need() {
 # Environment
 
 if [[ $EUID -ne 0 ]]; then
-  kiln_die "must run as root (Packer runs: sudo KILN_ENV=/tmp/kiln/kiln.env bash provision/$KILN_COMPONENT.sh)"
+  kiln_die "must run as root (Packer runs: sudo KILN_ENV=/tmp/kiln/kiln.env bash components/$KILN_COMPONENT/bake.sh)"
 fi
 
 KILN_ENV="${KILN_ENV:-/tmp/kiln/kiln.env}"
@@ -323,6 +332,27 @@ pkg_available() {
       ;;
     dnf) dnf -q info "$1" >/dev/null 2>&1 ;;
   esac
+}
+
+# component_packages: the packages components/<name>/component.json lists for this package family
+# (kiln.env's KILN_<NAME>_PACKAGES), one per line; dies when the component lists none.
+component_packages() {
+  local var="KILN_${KILN_COMPONENT^^}_PACKAGES"
+  var=${var//-/_}
+  local -a list
+  read -ra list <<<"${!var:-}"
+  if ((${#list[@]} == 0)); then
+    kiln_die "$var is empty: components/$KILN_COMPONENT/component.json lists no $KILN_FAMILY packages"
+  fi
+  printf '%s\n' "${list[@]}"
+}
+
+# pkg_install_listed: install component_packages.
+pkg_install_listed() {
+  local -a list
+  mapfile -t list < <(component_packages)
+  ((${#list[@]})) || exit 1
+  pkg_install "${list[@]}"
 }
 
 # pkg_install PKG...: install what is missing; nothing at all when everything is there.
@@ -648,7 +678,7 @@ kiln_python_version_of() {
 install_kiln_python_package() {
   local name=$1 wrapper=$2 src="$KILN_SRC/$1" dest="/opt/kiln/lib/$1"
   if [[ ! -f "$src/__init__.py" || ! -f "$src/__main__.py" ]]; then
-    kiln_die "$src is not a runnable package (__init__.py and __main__.py expected): Packer uploads $name/ next to provision/ (KILN_SRC=$KILN_SRC)"
+    kiln_die "$src is not a runnable package (__init__.py and __main__.py expected): Packer uploads $name/ next to components/ (KILN_SRC=$KILN_SRC)"
   fi
   pkg_install python3
   install -d -m 0755 /opt/kiln /opt/kiln/lib
@@ -663,7 +693,7 @@ install_kiln_python_package() {
   fi
   write_file_if_changed "$wrapper" 0755 <<EOF
 #!/bin/sh
-# Installed by kiln (provision/$KILN_COMPONENT.sh): runs /opt/kiln/lib/$name with the system python3.
+# Installed by kiln (component $KILN_COMPONENT): runs /opt/kiln/lib/$name with the system python3.
 PYTHONPATH=/opt/kiln/lib exec python3 -m $name "\$@"
 EOF
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # manifest: /etc/kiln/manifest.json, what this image holds with exact versions (assembled from
-# /etc/kiln/components.d/*.json), for the build metadata and the testinfra suites.
+# /etc/kiln/components.d/*.json), for the build metadata and the testinfra suites; and beside it
+# /etc/kiln/catalog.json, the component catalog kiln-node reads (rendered by kiln).
 set -Eeuo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=lib.sh
@@ -34,6 +35,8 @@ print(json.dumps(manifest, sort_keys=True, indent=2))
 PY
 )
 printf '%s\n' "$json" | write_file_if_changed /etc/kiln/manifest.json 0644
+[[ -f "$KILN_SRC/catalog.json" ]] || kiln_die "$KILN_SRC/catalog.json is missing: kiln renders it with kiln.env"
+write_file_if_changed /etc/kiln/catalog.json 0644 <"$KILN_SRC/catalog.json"
 
 missing=()
 for component in ${KILN_COMPONENTS:-}; do

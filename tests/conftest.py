@@ -3,15 +3,18 @@ into the real build/ directory."""
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kiln.paths import REPO_ROOT, Paths
 
-COPIED = ("config.json", "config.schema.json", "Vagrantfile", "profiles", "packer", "vagrant", "provision",
-          "kiln_node", "kiln_bridge")
+COPIED = ("config.json", "config.schema.json", "Vagrantfile", "profiles", "packer", "vagrant", "components",
+          "provision", "kiln_node", "kiln_bridge")
 
 
 @pytest.fixture
@@ -35,3 +38,25 @@ def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "kiln-test", "-f", str(key)],
                    check=True)
     return key
+
+
+@pytest.fixture(scope="session")
+def node_catalog() -> dict[str, Any]:
+    """The component catalog as kiln bakes it into images (/etc/kiln/catalog.json), from this tree."""
+    from kiln.config import catalog
+    from kiln.config.load import load_config
+
+    return catalog.load(REPO_ROOT).node_catalog(load_config(Paths(REPO_ROOT)).data)
+
+
+@pytest.fixture
+def node_root(node_catalog: dict[str, Any]) -> Callable[[Path], Path]:
+    """Make a directory look like a kiln image to kiln-node --root: the baked catalog in place."""
+
+    def make(root: Path) -> Path:
+        path = root / "etc" / "kiln" / "catalog.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(node_catalog), encoding="utf-8")
+        return root
+
+    return make

@@ -29,16 +29,22 @@ from kiln.aws.session import (
     tag_specs,
     tags_dict,
 )
+from kiln.config import catalog
 from kiln.config.load import Config
-from kiln.config.shapes import Shape, parse_shape, specs_for_addresses, validate_spec
+from kiln.config.shapes import (
+    CLUSTER_NAME_RULE,
+    Shape,
+    parse_shape,
+    specs_for_addresses,
+    valid_cluster_name,
+    validate_spec,
+)
 from kiln.errors import UserError
 from kiln.keys import ensure_build_key
 from kiln.output import say
 from kiln.paths import Paths
 
 # The node spec's rule for cluster names, so that the name works as spec, tag and host prefix.
-NAME_RULE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-NAME_FORM = "2-40 lower-case letters, digits and '-', starting with a letter"
 LIVE_STATES = ["pending", "running", "stopping", "stopped", "shutting-down"]
 WAIT_DELAY = 5  # seconds between waiter polls
 DEFAULT_TIMEOUT = 600
@@ -98,8 +104,8 @@ class Teardown:
 # -- checks that need no AWS call ---------------------------------------------------------
 
 def check_name(name: str) -> str:
-    if not NAME_RULE.match(name):
-        raise UserError(f"cluster name {name!r}: expected {NAME_FORM}", "pick another --name")
+    if not valid_cluster_name(name):
+        raise UserError(f"cluster name {name!r}: expected {CLUSTER_NAME_RULE}", "pick another --name")
     return name
 
 
@@ -268,7 +274,8 @@ def launch(aws: Aws, config: Config, paths: Paths, *, shape: str, name: str = ""
         group = network.create_security_group(ec2, resource_name(name), subnet.vpc_id,
                                               cluster_tags(config, name, Name=resource_name(name)))
         created.groups.append(group)
-        network.allow_cluster_traffic(ec2, group, aws_cfg["admin_cidr"])
+        network.allow_cluster_traffic(ec2, group, aws_cfg["admin_cidr"],
+                                      catalog.load_cached(paths.root).port_rules(config.data))
         key_name = aws_cfg["key_name"]
         if not key_name:
             step = "importing the key pair"
@@ -337,12 +344,13 @@ def _launch_notes(config: Config, name: str) -> list[str]:
             "or set it in config.json"]
 
 
-def ui_urls(nodes: Sequence[Node]) -> list[str]:
+def ui_urls(nodes: Sequence[Node], node_catalog: Mapping[str, Any]) -> list[str]:
+    """One line per node with an address: the UIs its role runs (from the component catalog)."""
     urls = []
     for n in nodes:
-        if n.role in ("master", "standalone") and n.address:
-            urls += [f"{n.name}: Mesos http://{n.address}:5050  Marathon http://{n.address}:8080  "
-                     f"HAProxy http://{n.address}/"]
+        found = catalog.endpoints(node_catalog, n.role, n.address, None) if n.address else []
+        if found:
+            urls.append(f"{n.name}: " + "  ".join(f"{label} {addr}" for label, addr in found))
     return urls
 
 

@@ -2,53 +2,25 @@
 
 - Subnet and addresses: every master's node spec lists all masters, so private addresses
   are chosen before launch, from the subnet's free addresses.
-- Security group: cluster ports open only between members of the group; SSH and the UIs
-  only from aws.admin_cidr (empty = no ingress from outside at all).
+- Security group: the component catalog's ports (components/*/component.json) open only
+  between members of the group where they say "cluster", and from aws.admin_cidr where they
+  say "admin" (empty admin_cidr = no ingress from outside at all).
 - Key pair: aws.key_name if set, else kiln's build key imported for this cluster.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from kiln.aws.session import error_code, retry_on, tag_specs
+from kiln.config.catalog import PortRule
 from kiln.errors import UserError
 
-
-@dataclass(frozen=True)
-class PortRange:
-    first: int
-    last: int
-    why: str
-
-
-# What the node configurator starts, by role (kiln_node): ZooKeeper and Mesos masters on the
-# masters, Mesos agents on the agents, HAProxy service ports on the masters, forwarding to
-# tasks on the agents' port resources (Mesos' default 31000-32000).
-CLUSTER_PORTS: tuple[PortRange, ...] = (
-    PortRange(22, 22, "ssh"),
-    PortRange(80, 80, "haproxy vhosts"),
-    PortRange(2181, 2181, "zookeeper clients"),
-    PortRange(2888, 2888, "zookeeper peers"),
-    PortRange(3888, 3888, "zookeeper election"),
-    PortRange(5050, 5050, "mesos master"),
-    PortRange(5051, 5051, "mesos agent"),
-    PortRange(8080, 8080, "marathon"),
-    PortRange(10000, 10100, "haproxy service ports"),
-    PortRange(15101, 15101, "marathon scheduler (LIBPROCESS_PORT)"),
-    PortRange(31000, 32000, "mesos task ports"),
-)
-ADMIN_PORTS: tuple[PortRange, ...] = (
-    PortRange(22, 22, "ssh"),
-    PortRange(80, 80, "haproxy vhosts"),
-    PortRange(5050, 5050, "mesos UI"),
-    PortRange(8080, 8080, "marathon UI"),
-)
 # AWS keeps the first four addresses of every subnet (network, router, DNS, future) and
 # the last one (broadcast).
 RESERVED_HEAD, RESERVED_TAIL = 4, 1
@@ -62,17 +34,17 @@ class Subnet:
     zone: str
 
 
-def ingress_rules(group_id: str, admin_cidr: str) -> list[dict[str, Any]]:
+def ingress_rules(group_id: str, admin_cidr: str, ports: Sequence[PortRule]) -> list[dict[str, Any]]:
     """IpPermissions of a cluster's group: members among themselves, admins from one CIDR."""
     rules = [{
-        "IpProtocol": "tcp", "FromPort": p.first, "ToPort": p.last,
+        "IpProtocol": p.protocol, "FromPort": p.first, "ToPort": p.last,
         "UserIdGroupPairs": [{"GroupId": group_id, "Description": f"kiln cluster: {p.why}"}],
-    } for p in CLUSTER_PORTS]
+    } for p in ports if "cluster" in p.reach]
     if admin_cidr:
         rules += [{
-            "IpProtocol": "tcp", "FromPort": p.first, "ToPort": p.last,
+            "IpProtocol": p.protocol, "FromPort": p.first, "ToPort": p.last,
             "IpRanges": [{"CidrIp": admin_cidr, "Description": f"kiln admin: {p.why}"}],
-        } for p in ADMIN_PORTS]
+        } for p in ports if "admin" in p.reach]
     return rules
 
 
@@ -130,10 +102,10 @@ def create_security_group(ec2: Any, name: str, vpc_id: str, tags: Mapping[str, s
         TagSpecifications=tag_specs(tags, "security-group"))["GroupId"])
 
 
-def allow_cluster_traffic(ec2: Any, group_id: str, admin_cidr: str) -> None:
+def allow_cluster_traffic(ec2: Any, group_id: str, admin_cidr: str, ports: Sequence[PortRule]) -> None:
     # A group id can be unknown to the next call for a moment after it was created.
     retry_on({"InvalidGroup.NotFound"}, lambda: ec2.authorize_security_group_ingress(
-        GroupId=group_id, IpPermissions=ingress_rules(group_id, admin_cidr)))
+        GroupId=group_id, IpPermissions=ingress_rules(group_id, admin_cidr, ports)))
 
 
 def import_key_pair(ec2: Any, name: str, public_key: str, tags: Mapping[str, str]) -> str:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln.config import catalog
 from kiln.config.schema import json_type, schema_problems, short
 from kiln.config.shapes import parse_shape
 from kiln.errors import ConfigError
@@ -234,7 +235,8 @@ def load_config(
         sources.append(f"--set {expr}")
     if problems:  # unreadable inputs: validating a partial merge would mislead
         raise ConfigError(problems)
-    schema = json.loads(paths.schema.read_text(encoding="utf-8"))
+    schema = catalog.load_cached(paths.root).config_schema(
+        json.loads(paths.schema.read_text(encoding="utf-8")))
     problems = schema_problems(data, schema)
     semantic, warnings = semantic_problems(data)
     problems.extend(p for p in semantic if p not in problems)

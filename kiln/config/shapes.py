@@ -16,6 +16,15 @@ from typing import Any
 from kiln.paths import REPO_ROOT
 
 SHAPE_FORMS = "'1' (one standalone node), 'Nm' (N masters) or 'NmMa' (N masters, M agents), e.g. 3m2a"
+# A cluster's name becomes a directory, a Vagrant machine prefix and AWS tags and resource names.
+CLUSTER_NAME = re.compile(r"[a-z][a-z0-9-]{0,38}[a-z0-9]")
+CLUSTER_NAME_RULE = "2-40 lower-case letters, digits and '-', starting with a letter and not ending in '-'"
+
+
+def valid_cluster_name(name: str) -> bool:
+    return CLUSTER_NAME.fullmatch(name) is not None
+
+
 _SHAPE = re.compile(r"^(?P<masters>[1-9][0-9]?)m(?:(?P<agents>[0-9]{1,2})a)?$")
 
 

@@ -23,7 +23,6 @@ Nothing here prints; callers decide what to show.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import os
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiln.errors import StepFailed, UserError
+from kiln.fileutil import write_atomic
 from kiln.runner import capture, run
 
 QEMU = "qemu-system-x86_64"
@@ -386,13 +386,7 @@ def _write_cache(path: Path, key: dict[str, object], verdict: AccelProbe) -> Non
     record = {"key": key, "accel": verdict.accel, "reason": verdict.reason,
               "seconds": round(verdict.seconds, 1),
               "probed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
 
 
 def probe(cache_dir: Path, *, force: bool = False, cached_only: bool = False,

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kiln.fileutil import write_atomic
+
 METADATA = "kiln-metadata.json"
 CATALOG = "box-catalog.json"
 GUEST_MANIFEST = "image-manifest.json"
@@ -63,7 +65,7 @@ def box_catalog(box_name: str, version: str, provider: str, box: Path, checksum:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def publish(staging: Path, final: Path) -> Path:

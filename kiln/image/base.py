@@ -26,7 +26,6 @@ SIGTERM), and those left by a killed build are released by the next one.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -43,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from kiln.errors import Interrupted, StepFailed, UserError
+from kiln.fileutil import locked
 from kiln.keys import ensure_build_key
 from kiln.runner import run, which
 
@@ -141,7 +141,7 @@ def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *,
         raise UserError("extlinux's mbr.bin is missing", "apt-get install extlinux syslinux-common")
     log = log or build_dir / "logs" / f"base-{target_name}.log"
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(out.parent / f".{out.name}.lock"):
+    with locked(out.parent / f".{out.name}.lock"):
         if not force and _is_current(out, fp):  # another process built it while we waited
             return BaseImage(out, fp, True, {}, out.stat().st_size)
         _release_stale(out.parent, tools, log)
@@ -162,16 +162,6 @@ def _is_current(image: Path, fp: str) -> bool:
         return magic == QCOW2_MAGIC and stamp_path(image).read_text(encoding="utf-8").strip() == fp
     except OSError:
         return False
-
-
-@contextlib.contextmanager
-def _locked(lock: Path) -> Iterator[None]:
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager

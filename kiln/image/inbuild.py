@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", required=True, help="the build pair, e.g. debian-12-qemu")
     parser.add_argument("--extra", action="append", default=[],
                         help="extra pytest argument (repeatable), e.g. a -k filter")
+    parser.add_argument("--expect", default="",
+                        help="components the image must hold, comma separated (a missing one fails)")
     args = parser.parse_args(argv)
     paths = Paths()
     workdir = paths.build / "verify" / args.name
@@ -57,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"==> in-build verification of {args.name} (report: {report})", flush=True)
     try:
         result = run_suites(paths, ssh_config=cfg, hosts=["build-vm"], phase="bake", report=report,
-                            extra=args.extra)
+                            extra=args.extra, expect=[c for c in args.expect.split(",") if c])
     finally:
         sshconfig.close_master(cfg, "build-vm")
     if result.returncode != 0:

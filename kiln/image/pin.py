@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -17,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from kiln.errors import UserError
+from kiln.fileutil import write_atomic
 
 SHA256 = re.compile(r"\b([0-9a-f]{64})\b")
 
@@ -60,8 +60,5 @@ def pin_targets(config_file: Path, targets: Sequence[str] = ()) -> dict[str, tup
                             f"check targets.{name}.image.url and checksum_url")
         changes[name] = (image["sha256"], sha)
         image["sha256"] = sha
-    fd, tmp = tempfile.mkstemp(dir=config_file.parent, prefix=".config.", suffix=".json")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, config_file)
+    write_atomic(config_file, json.dumps(data, indent=2) + "\n")
     return changes

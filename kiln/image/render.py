@@ -7,6 +7,7 @@ written into a temp directory and swapped in, so a failure leaves build/ as it w
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 import jinja2
 
 from kiln import __version__
+from kiln.config import catalog
 from kiln.config.load import Config
 from kiln.config.targets import Pair
 from kiln.gitinfo import git_revision
@@ -30,7 +32,7 @@ from kiln.output import warn
 from kiln.paths import Paths
 
 ALWAYS_LAST = ("manifest", "cleanup")
-UPLOADED_DIRS = ("provision", "kiln_node", "kiln_bridge")
+UPLOADED_DIRS = ("components", "provision", "kiln_node", "kiln_bridge")
 
 INBUILD_KEY_ENV = "KILN_INBUILD_KEY"
 
@@ -72,8 +74,11 @@ def env_name(component: str, key: str) -> str:
     return f"KILN_{component}_{key}".upper().replace("-", "_")
 
 
-def provision_env(config: Config, pair: Pair, components: Sequence[str], git_revision: str) -> str:
-    """The kiln.env file the provision scripts source (shell-quoted, config order)."""
+def provision_env(config: Config, pair: Pair, components: Sequence[str], git_revision: str,
+                  cat: catalog.Catalog) -> str:
+    """The kiln.env file the bake scripts source (shell-quoted, config order): the target, every
+    component setting as KILN_<NAME>_<KEY>, and from the catalog each component's packages for
+    the target's family (KILN_<NAME>_PACKAGES) and ports (KILN_<NAME>_PORT_<PORT>)."""
     target = pair.target
     values: list[tuple[str, str]] = [
         ("KILN_VERSION", __version__),
@@ -99,15 +104,22 @@ def provision_env(config: Config, pair: Pair, components: Sequence[str], git_rev
             else:
                 text = str(value)
             values.append((env_name(component, key), text))
-    lines = ["# Rendered by kiln: the environment of the provision/ scripts for " + pair.name]
+    for name in cat.names():
+        comp = cat[name]
+        if comp.facts.get("packages"):
+            values.append((env_name(name, "packages"), " ".join(comp.packages(target.family))))
+        for port in comp.ports:
+            values.append((env_name(name, f"port_{port}"), str(cat.port(name, port, config.data))))
+    lines = ["# Rendered by kiln: the environment of the bake scripts for " + pair.name]
     lines += [f"{k}={shlex.quote(v)}" for k, v in values]
     return "\n".join(lines) + "\n"
 
 
-def build_steps(config: Config) -> list[dict[str, str]]:
-    components = config.components_for("")
-    steps = [{"script": f"{c}.sh", "title": f"component: {c}"} for c in components]
-    steps += [{"script": f"{c}.sh", "title": f"always: {c}"} for c in ALWAYS_LAST]
+def build_steps(config: Config, cat: catalog.Catalog) -> list[dict[str, str]]:
+    """Each component's bake.sh, every one after those it depends on, then the image-wide steps."""
+    components = cat.bake_order(config.components_for(""))
+    steps = [{"script": f"components/{c}/bake.sh", "title": f"component: {c}"} for c in components]
+    steps += [{"script": f"provision/{c}.sh", "title": f"always: {c}"} for c in ALWAYS_LAST]
     return steps
 
 
@@ -183,6 +195,7 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
     artifacts = paths.artifacts / pair.name
     pv = options.packer_version
     components = config.components_for(pair.target.name)
+    cat = catalog.load_cached(paths.root)
     public_key = Path(f"{options.ssh_key}.pub").read_text(encoding="utf-8").strip()
     cloud_init = pair.target.image is not None and pair.builder.needs == "disk"
     context: dict[str, Any] = {
@@ -215,8 +228,9 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
         "uploads": [
             *({"source": str(paths.root / d), "destination": "/tmp/kiln/"} for d in UPLOADED_DIRS),
             {"source": str(pair_dir / "kiln.env"), "destination": "/tmp/kiln/kiln.env"},
+            {"source": str(pair_dir / "catalog.json"), "destination": "/tmp/kiln/catalog.json"},
         ],
-        "steps": build_steps(config),
+        "steps": build_steps(config, cat),
         "verify": {
             "enabled": bool(config["build"]["verify"]),
             "python": sys.executable,
@@ -227,7 +241,8 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             "key_env": INBUILD_KEY_ENV if pair.builder.needs == "ami" else "",
             "args": ("--host ${build.Host} --port ${build.Port} --user ${build.User} "
                      + (f"--key-from-env {INBUILD_KEY_ENV}" if pair.builder.needs == "ami"
-                        else f"--key {options.ssh_key}") + f" --name {pair.name}"),
+                        else f"--key {options.ssh_key}") + f" --name {pair.name}"
+                     + f" --expect {','.join(components)}"),
         },
         "ami_tags": _ami_tags(config, pair),
     }
@@ -236,7 +251,9 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
     template = _environment(paths).get_template("kiln.pkr.hcl.j2")
     files = {
         "kiln.pkr.hcl": template.render(context),
-        "kiln.env": provision_env(config, pair, components, options.git_revision),
+        "kiln.env": provision_env(config, pair, components, options.git_revision, cat),
+        # The catalog the node configurator reads; provision/manifest.sh installs it.
+        "catalog.json": json.dumps(cat.node_catalog(config.data), indent=2, sort_keys=True) + "\n",
     }
     if cloud_init:
         files.update(_cloud_init(config, pair, public_key))

@@ -1,11 +1,12 @@
-"""`invoke validate`: real `packer validate` on every rendered template, shellcheck on
-provision/, (`vagrant validate` is kiln.vagrant.render's). The caller collects the rows into one
-kiln.checks.Summary and decides the exit code from `Summary.ok`.
+"""`invoke validate`: real `packer validate` on every rendered template and shellcheck on the
+bake scripts (components/, provision/); `vagrant validate` is kiln.vagrant.render's. The caller
+collects the rows into one kiln.checks.Summary and decides the exit code from `Summary.ok`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from kiln.checks import FAIL, PASS, SKIP, Check
 from kiln.errors import MissingTool
@@ -58,18 +59,26 @@ def packer_checks(rendered: Sequence[RenderedPair], paths: Paths) -> list[Check]
     return checks
 
 
+def bake_scripts(paths: Paths) -> list[Path]:
+    """Every shell script kiln runs while baking: components' bake.sh and package scripts, and
+    the shared library and image-wide steps in provision/."""
+    found = [*paths.root.glob("components/*/bake.sh"), *paths.root.glob("components/*/package/*.sh"),
+             *paths.provision.glob("*.sh")]
+    return sorted(found)
+
+
 def shellcheck_checks(paths: Paths) -> list[Check]:
-    scripts = sorted(paths.provision.glob("*.sh"))
+    scripts = bake_scripts(paths)
     if not scripts:
-        return [Check("shellcheck", "provision/", SKIP, "no scripts found")]
+        return [Check("shellcheck", "components/, provision/", SKIP, "no scripts found")]
     try:
         exe = which("shellcheck", "apt-get install shellcheck")
     except MissingTool as exc:
-        return [Check("shellcheck", "provision/", FAIL, str(exc))]
+        return [Check("shellcheck", "components/, provision/", FAIL, str(exc))]
     checks = []
     for script in scripts:
         result = run([exe, "-x", "-f", "gcc", script.name], step="shellcheck",
-                     cwd=paths.provision, quiet=True, check=False)
+                     cwd=script.parent, quiet=True, check=False)
         rel = str(script.relative_to(paths.root))
         if result.returncode == 0:
             checks.append(Check("shellcheck", rel, PASS))

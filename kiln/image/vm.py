@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -17,7 +15,7 @@ from pathlib import Path
 from kiln import sshconfig
 from kiln.errors import KilnError
 from kiln.image import accel as accel_mod
-from kiln.runner import run, which
+from kiln.runner import run, stop_group, which
 
 QEMU_HINT = "apt-get install qemu-system-x86 qemu-utils"
 
@@ -57,13 +55,7 @@ def wait_for_ssh(vm: RunningVM, proc: subprocess.Popen[bytes], timeout: float) -
 
 
 def stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    stop_group(proc, grace)
 
 
 @contextmanager

@@ -10,6 +10,7 @@ from typing import Any
 from invoke import Collection, task
 from invoke.exceptions import Exit
 
+from kiln.config import catalog
 from kiln.config.load import Config
 from kiln.paths import Paths
 from kiln.table import format_table
@@ -138,7 +139,7 @@ def launch(c, shape="", name="", target="ubuntu-24.04", region="", timeout=600, 
     result = cluster.launch(aws, cfg, paths, shape=shape or cfg["cluster"]["default_shape"], name=name,
                             target=target, timeout=float(timeout))
     say(_nodes_table(result.nodes))
-    for line in cluster.ui_urls(result.nodes):
+    for line in cluster.ui_urls(result.nodes, catalog.load_cached(paths.root).node_catalog(cfg.data)):
         say(line)
     for note in result.notes:
         warn(note)
@@ -151,7 +152,8 @@ def status(c, name, region="", config=None, set_=None, profile=""):
     """Show a cluster's instances, security group and key pair (found by tag)."""
     from kiln.aws import cluster
 
-    cfg = config_from(config, set_, profile)
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
     aws = _session(cfg, region)
     state = cluster.status(aws, name)
     if state.empty:
@@ -159,7 +161,8 @@ def status(c, name, region="", config=None, set_=None, profile=""):
         return
     say(_nodes_table(state.nodes))
     say(f"security group(s): {' '.join(state.groups) or '-'}   key pair(s): {' '.join(state.keys) or '-'}")
-    for line in cluster.ui_urls([n for n in state.nodes if n.state == "running"]):
+    running = [n for n in state.nodes if n.state == "running"]
+    for line in cluster.ui_urls(running, catalog.load_cached(paths.root).node_catalog(cfg.data)):
         say(line)
 
 

@@ -51,7 +51,7 @@ def validate(config: Config, paths: Paths, targets: Sequence[str] = (),
         f"(Packer {result.options.packer_version})")
     for check in packer_checks(result.packer, paths):
         summary.add(check)
-    say("==> shellcheck: provision/")
+    say("==> shellcheck: components/*/bake.sh, components/*/package/*.sh, provision/*.sh")
     for check in shellcheck_checks(paths):
         summary.add(check)
     say(f"==> vagrant validate: the trial Vagrantfile and {len(result.vagrant)} cluster Vagrantfile(s)")

@@ -18,6 +18,7 @@ from pathlib import Path
 from kiln.config.load import Config
 from kiln.errors import UserError
 from kiln.paths import Paths
+from kiln.vagrant.environment import vagrant_env
 
 CLUSTER_FILE = "kiln-cluster.json"
 HOLDING = ("running", "paused")
@@ -59,11 +60,9 @@ def neighbours(config: Config, paths: Paths, exclude: Path) -> list[Neighbour]:
 
 def machine_states(directory: Path) -> dict[str, str]:
     """Machine name -> Vagrant state, asked from Vagrant itself (an id file may be stale)."""
-    import os
-
     import vagrant as python_vagrant
 
-    env = {**os.environ, "VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
+    env = vagrant_env(inherit=True)
     return {s.name: s.state for s in python_vagrant.Vagrant(str(directory), env=env).status()}
 
 

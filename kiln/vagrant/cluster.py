@@ -13,7 +13,6 @@ python-vagrant answers the questions (status, ssh-config); the long or interrupt
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -25,7 +24,7 @@ from typing import Any
 
 from kiln import sshconfig
 from kiln.config.load import Config
-from kiln.config.shapes import parse_shape
+from kiln.config.shapes import CLUSTER_NAME_RULE, parse_shape, valid_cluster_name
 from kiln.errors import Interrupted, KilnError, UserError
 from kiln.image import accel as accel_mod
 from kiln.keys import ensure_build_key
@@ -33,10 +32,10 @@ from kiln.output import say
 from kiln.paths import Paths
 from kiln.runner import run, which
 from kiln.vagrant import addresses, boxes, capacity
-from kiln.vagrant.readiness import NodeReport, Verdict, verdict
+from kiln.vagrant.environment import vagrant_env
+from kiln.vagrant.readiness import NodeReport, Verdict, probe_kinds, verdict
 from kiln.vagrant.render import VAGRANT_HINT, render_cluster, write_cluster
 
-NAME = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
 CLUSTER_FILE = addresses.CLUSTER_FILE
 SSH_CONFIG = "ssh_config"
 
@@ -57,13 +56,6 @@ class Cluster:
 
     def roles(self) -> list[tuple[str, str]]:
         return [(m["name"], m["role"]) for m in self.machines]
-
-
-def vagrant_env(provider: str | None = None) -> dict[str, str]:
-    env = {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_NO_COLOR": "1"}
-    if provider:
-        env["VAGRANT_DEFAULT_PROVIDER"] = provider
-    return env
 
 
 def clusters_dir(paths: Paths) -> Path:
@@ -106,9 +98,8 @@ def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None
         shape = parse_shape(shape_text)
     except ValueError as exc:
         raise UserError(f"--shape: {exc}") from None
-    if name is not None and not NAME.match(name):
-        raise UserError(f"--name {name!r}: expected 2-40 lower-case letters, digits and '-', "
-                        "starting with a letter")
+    if name is not None and not valid_cluster_name(name):
+        raise UserError(f"--name {name!r}: expected {CLUSTER_NAME_RULE}")
     provider = provider or config["trial"]["provider"]
     box = boxes.resolve(config, paths, provider)
     vagrant = which("vagrant", VAGRANT_HINT)
@@ -172,30 +163,30 @@ def _libvirt_driver(config: Config, paths: Paths, accel: str | None, provider: s
 
 # -- readiness ---------------------------------------------------------------------------------
 
-def node_report(cluster: Cluster, machine: str, role: str) -> NodeReport:
+def node_report(cluster: Cluster, machine: str, role: str, ip: str = "") -> NodeReport:
     result = run(["ssh", "-F", str(cluster.ssh_config), machine, "sudo kiln-node status --json"],
                  step=f"status of {machine}", quiet=True, check=False, timeout=60)
     text = result.output
     if result.returncode not in (0, 3) or "{" not in text:
         last = text.strip().splitlines()[-1] if text.strip() else f"exit {result.returncode}"
-        return NodeReport(machine, role, None, last[:160])
+        return NodeReport(machine, role, None, last[:160], ip)
     try:
         status = json.loads(text[text.index("{"):])
     except ValueError:
-        return NodeReport(machine, role, None, "kiln-node status did not answer JSON")
-    return NodeReport(machine, role, status)
+        return NodeReport(machine, role, None, "kiln-node status did not answer JSON", ip)
+    return NodeReport(machine, role, status, ip=ip)
 
 
 def poll(cluster: Cluster) -> list[NodeReport]:
     with ThreadPoolExecutor(max_workers=min(8, len(cluster.machines))) as pool:
-        return list(pool.map(lambda nr: node_report(cluster, *nr), cluster.roles()))
+        return list(pool.map(lambda m: node_report(cluster, m["name"], m["role"], m["ip"]), cluster.machines))
 
 
 def wait_ready(cluster: Cluster, *, timeout: float, interval: float = 5.0) -> Verdict:
     started = time.monotonic()
     last = ""
     while True:
-        current = verdict(poll(cluster))
+        current = verdict(poll(cluster), probe_kinds(cluster.data["catalog"]))
         elapsed = time.monotonic() - started
         line = current.line()
         if line != last:
@@ -233,7 +224,7 @@ def status(paths: Paths, name: str | None) -> tuple[Cluster, list[MachineState],
         write_ssh_config(cluster, only=[m["name"] for m in running])
         polled = poll(Cluster(cluster.name, cluster.directory, {**cluster.data, "machines": running}))
         reports = {r.name: r for r in polled}
-        overall = verdict(polled)
+        overall = verdict(polled, probe_kinds(cluster.data["catalog"]))
     rows = []
     for m in cluster.machines:
         report = reports.get(m["name"])
@@ -328,10 +319,4 @@ def ssh(paths: Paths, name: str | None, node: str, command: str | None) -> int:
     if node not in known:
         raise UserError(f"no machine {node!r} in cluster {cluster.name}", f"machines: {', '.join(known)}")
     argv = [which("vagrant", VAGRANT_HINT), "ssh", node, *(["-c", command] if command else [])]
-    return subprocess.call(argv, cwd=cluster.directory, env=_full_env())
-
-
-def _full_env() -> dict[str, str]:
-    import os
-
-    return {**os.environ, **vagrant_env()}
+    return subprocess.call(argv, cwd=cluster.directory, env=vagrant_env(inherit=True))

@@ -17,11 +17,13 @@ from typing import Any
 import jinja2
 
 from kiln.checks import FAIL, PASS, SKIP, Check
+from kiln.config import catalog
 from kiln.config.load import Config
 from kiln.config.shapes import Shape, node_specs, parse_shape
 from kiln.paths import Paths
 from kiln.runner import capture, run
 from kiln.vagrant.boxes import Box
+from kiln.vagrant.environment import vagrant_env
 
 VAGRANT_HINT = "apt-get install vagrant vagrant-libvirt (or a HashiCorp release)"
 
@@ -36,7 +38,9 @@ class ClusterFiles:
 
 def cluster_data(config: Config, shape: Shape, paths: Paths, *, driver: str, box: Box,
                  name: str | None = None) -> dict[str, Any]:
-    """What vagrant/kiln.rb reads from kiln-cluster.json (the trial builds the same in Ruby)."""
+    """What vagrant/kiln.rb reads from kiln-cluster.json, for a cluster and for the trial alike:
+    the machines with their node specs, the box, and the component catalog's endpoints and probe
+    kinds (so the Ruby prints the UIs and the host judges readiness from the same facts)."""
     cluster = dict(config["cluster"])
     if name:
         cluster["name"] = name
@@ -66,6 +70,7 @@ def cluster_data(config: Config, shape: Shape, paths: Paths, *, driver: str, box
         # created), so `invoke up` waits for them from the host.
         "wait_ready": shape.standalone,
         "machines": machines,
+        "catalog": catalog.load_cached(paths.root).node_catalog(config.data),
     }
 
 
@@ -104,11 +109,6 @@ def write_cluster(item: ClusterFiles) -> Path:
     return item.directory
 
 
-def _env(provider: str) -> dict[str, str]:
-    return {"VAGRANT_CHECKPOINT_DISABLE": "1", "VAGRANT_DEFAULT_PROVIDER": provider,
-            "VAGRANT_NO_COLOR": "1"}
-
-
 def validate_check(directory: Path, paths: Paths, provider: str = "libvirt") -> Check:
     subject = f"{directory.relative_to(paths.root)} ({provider})"
     exe = shutil.which("vagrant")
@@ -123,7 +123,7 @@ def validate_check(directory: Path, paths: Paths, provider: str = "libvirt") -> 
     if provider == "virtualbox" and shutil.which("VBoxManage") is None:
         argv.append("-p")
         detail = "VirtualBox not installed: provider blocks not checked (vagrant refuses without it)"
-    result = run(argv, step="vagrant validate", cwd=directory, env=_env(provider), quiet=True,
+    result = run(argv, step="vagrant validate", cwd=directory, env=vagrant_env(provider), quiet=True,
                  check=False, timeout=120)
     if result.returncode == 0:
         return Check("vagrant validate", subject, PASS, detail)

@@ -13,17 +13,17 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from e2e_helpers import INVOKE, run_in
 
 from kiln import sshconfig
-from kiln.paths import REPO_ROOT
+from kiln.config.catalog import endpoints
+from kiln.image.verify import pytest_command
+from kiln.paths import REPO_ROOT, Paths
 from kiln.vagrant.boxes import image_components
 from kiln.vagrant.cluster import parse_ssh_config
-from kiln.vagrant.endpoints import endpoints
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
 
@@ -120,7 +120,9 @@ def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box
         # Listed: the UIs of the services the box's image holds (the offline one: no Mesos).
         holds = image_components(Path(debian_box).parent)
         assert holds is not None and "zookeeper" in holds
-        for label, address in endpoints("standalone", config["ip_address"], holds):
+        trial_file = REPO_ROOT / "build" / "trial" / "kiln-cluster.json"  # what the Vagrantfile read
+        node_catalog = json.loads(trial_file.read_text())["catalog"]
+        for label, address in endpoints(node_catalog, "standalone", config["ip_address"], holds):
             assert f"  {label:<12}{address}" in up.stdout
         for component, label in (("mesos", "Mesos"), ("marathon", "Marathon")):
             if component not in holds:
@@ -133,12 +135,10 @@ def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box
             config["vm_name"], fields["hostname"], int(fields["port"]), fields["user"],
             Path(fields["identityfile"].strip('"')))], control_dir=tmp_path / "control")
         # The standalone suites, as `invoke test` runs them on a booted image.
-        suites = run_in(libvirt_ns, [sys.executable, "-m", "pytest", str(REPO_ROOT / "tests" / "infra"),
-                                     "-p", "no:cacheprovider", "-q", "-rfEs",
-                                     f"--hosts=ssh://{config['vm_name']}", f"--ssh-config={ssh_config}",
-                                     "--kiln-phase=boot",
-                                     f"--junitxml={REPO_ROOT / 'build' / 'reports' / 'vagrant-trial.xml'}"],
-                        env, timeout=1200)
+        argv, suite_env = pytest_command(Paths(REPO_ROOT), ssh_config=ssh_config, hosts=[config["vm_name"]],
+                                         phase="boot",
+                                         report=REPO_ROOT / "build" / "reports" / "vagrant-trial.xml")
+        suites = run_in(libvirt_ns, argv, {**env, **suite_env}, timeout=1200)
         assert suites.returncode == 0
         # The machine really is on the trial's private address (inside the namespace).
         addr = run_in(libvirt_ns, ["vagrant", "ssh", "-c", "ip -4 -o addr show"], env)

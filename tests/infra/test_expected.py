@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import boot_only
+from kiln_infra import boot_only
 
 EXPECTED = [p for p in os.environ.get("KILN_EXPECT_FILES", "").split(":") if p]
 

@@ -1,4 +1,4 @@
-"""Bake provision/ into a real Debian 12 chroot, twice, and check what the image holds.
+"""Bake the components into a real Debian 12 chroot, twice, and check what the image holds.
 
 A minbase bookworm tree is made with mmdebstrap (cached under build/cache/ by its package list),
 extracted per session, and every offline-capable component runs in it as Packer would run it,
@@ -27,19 +27,28 @@ import shlex
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import tarfile
 import textwrap
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from chroot_bake import (
+    BUILD_TIME,
+    HOSTNAME,
+    Chroot,
+    chroot_from,
+    diff,
+    make_base_tar,
+    say,
+)
 
+from kiln.config import catalog
 from kiln.config.load import load_config
 from kiln.config.targets import select_pairs
 from kiln.image.render import provision_env
@@ -52,14 +61,7 @@ pytestmark = [
                        reason="mmdebstrap is not installed (apt-get install mmdebstrap)"),
 ]
 
-SUITE = "bookworm"
-MIRROR = "http://deb.debian.org/debian"
-INCLUDE = ("python3", "ca-certificates", "systemd", "openssh-server", "curl", "gnupg")
 COMPONENTS = ("base", "java", "zookeeper", "docker", "haproxy", "qemu-kvm", "node", "rancher")
-BUILD_TIME = "2026-01-02T03:04:05Z"
-HOSTNAME = "kiln-bake"
-CACHE = REPO_ROOT / "build" / "cache"
-SNAPSHOT_DIRS = ("etc", "opt", "usr/local")
 # What the packages of each component are called in Debian 12 (exact versions must match).
 PACKAGE_OF = {"java": "openjdk-17-jre-headless", "zookeeper": "zookeeper", "docker": "docker.io",
               "haproxy": "haproxy", "qemu-kvm": "qemu-system-x86"}
@@ -69,192 +71,32 @@ CHANGE_LOG = re.compile(r"kiln\[[^]]+\]: (installing|updating package lists|wrot
                         r"enabled|disabled|stopped|created system user|downloading)\b")
 
 
-def say(message: str) -> None:
-    print(f"[provision-chroot] {message}", flush=True)
-
-
 # --------------------------------------------------------------------------------------------
 # The base tree
-
-
-def _mmdebstrap_version() -> str:
-    out = subprocess.run(["mmdebstrap", "--version"], capture_output=True, text=True, check=True)
-    return out.stdout.strip()
 
 
 @pytest.fixture(scope="session")
 def base_tar() -> Path:
     """A minbase bookworm tarball, rebuilt only when its inputs change."""
-    recipe = {"suite": SUITE, "mirror": MIRROR, "variant": "minbase", "include": sorted(INCLUDE),
-              "mmdebstrap": _mmdebstrap_version(), "arch": os.uname().machine}
-    key = hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-    target = CACHE / "provision-chroot" / f"debian-12-minbase-{key}.tar"
-    if target.exists():
-        say(f"chroot base: cached {target.relative_to(REPO_ROOT)}")
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tar.partial")
-    started = time.monotonic()
-    result = subprocess.run(
-        ["mmdebstrap", "--quiet", "--format=tar", "--variant=minbase", f"--include={','.join(INCLUDE)}",
-         SUITE, str(partial), MIRROR],
-        capture_output=True, text=True, check=False, timeout=1800)
-    if result.returncode != 0:
-        partial.unlink(missing_ok=True)
-        pytest.fail(f"mmdebstrap failed:\n{result.stdout}\n{result.stderr}")
-    partial.rename(target)
-    (target.parent / f"{target.name}.recipe.json").write_text(json.dumps(recipe, indent=2) + "\n")
-    say(f"chroot base: built {target.relative_to(REPO_ROOT)} in {time.monotonic() - started:.1f} s")
-    return target
+    return make_base_tar()
 
 
 # --------------------------------------------------------------------------------------------
 # A chroot to bake in
 
 
-@dataclass
-class Chroot:
-    root: Path
-    mounts: list[Path] = field(default_factory=list)
-
-    def path(self, inside: str) -> Path:
-        return self.root / inside.lstrip("/")
-
-    def run(self, script: str, env_file: str = "/tmp/kiln/kiln.env",
-            timeout: int = 3600) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
-               "LANG": "C.UTF-8", "KILN_ENV": env_file, "KILN_SRC": "/tmp/kiln",
-               "KILN_BUILD_TIME": BUILD_TIME}
-        argv = ["/usr/sbin/chroot", str(self.root), "bash", f"/tmp/kiln/provision/{script}.sh"]
-        return subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
-
-    def sh(self, command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8",
-               "HOME": "/root"}
-        result = subprocess.run(["/usr/sbin/chroot", str(self.root), "/bin/sh", "-c", command], env=env,
-                                capture_output=True, text=True, check=False, timeout=600)
-        if check and result.returncode != 0:
-            raise AssertionError(f"`{command}` failed in the chroot:\n{result.stdout}\n{result.stderr}")
-        return result
-
-    def mount(self, *args: str, at: str) -> None:
-        point = self.path(at)
-        point.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", *args, str(point)], check=True)
-        self.mounts.append(point)
-
-    def umount(self, at: str) -> None:
-        point = self.path(at)
-        if point in self.mounts:
-            _umount(point)
-            self.mounts.remove(point)
-
-    def umount_all(self) -> None:
-        for point in reversed(self.mounts):
-            _umount(point)
-        self.mounts.clear()
-
-    def snapshot(self) -> dict[str, tuple[object, ...]]:
-        """Type, mode, owner and content (sha256 or link target) of everything under /etc, /opt,
-        /usr/local, plus dpkg's status database."""
-        entries: dict[str, tuple[object, ...]] = {}
-        for top in SNAPSHOT_DIRS:
-            for dirpath, dirnames, filenames in os.walk(self.path(top)):
-                for name in dirnames + filenames:
-                    entries.update(_entry(Path(dirpath) / name, self.root))
-        entries.update(_entry(self.path("var/lib/dpkg/status"), self.root))
-        return entries
-
-
-def _umount(point: Path) -> None:
-    if subprocess.run(["umount", str(point)], check=False).returncode != 0:
-        subprocess.run(["umount", "-l", str(point)], check=False)
-
-
-def _entry(path: Path, root: Path) -> dict[str, tuple[object, ...]]:
-    st = path.lstat()
-    rel = "/" + str(path.relative_to(root))
-    if stat.S_ISLNK(st.st_mode):
-        return {rel: ("link", os.readlink(path))}
-    meta = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid)
-    if stat.S_ISREG(st.st_mode):
-        return {rel: ("file", *meta, hashlib.sha256(path.read_bytes()).hexdigest())}
-    return {rel: ("dir" if stat.S_ISDIR(st.st_mode) else "other", *meta)}
-
-
-def _diff(before: dict[str, tuple[object, ...]], after: dict[str, tuple[object, ...]]) -> list[str]:
-    out = [f"added {p}" for p in sorted(after.keys() - before.keys())]
-    out += [f"removed {p}" for p in sorted(before.keys() - after.keys())]
-    out += [f"changed {p}: {before[p]} -> {after[p]}" for p in sorted(before.keys() & after.keys())
-            if before[p] != after[p]]
-    return out
-
-
-def _standin_package(name: str, where: Path) -> Path:
-    """The repo's package when it is runnable, else a minimal stand-in (printed as such)."""
-    real = REPO_ROOT / name
-    if (real / "__init__.py").is_file() and (real / "__main__.py").is_file():
-        return real
-    pkg = where / name
-    if pkg.exists():
-        return pkg
-    say(f"{name}/ in the repo is not a runnable package yet: baking a minimal stand-in")
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text('"""Stand-in for tests."""\n__version__ = "0.0.0+standin"\n')
-    (pkg / "__main__.py").write_text(textwrap.dedent("""\
-        import argparse
-        parser = argparse.ArgumentParser(prog="standin")
-        parser.add_argument("command", choices=["apply", "run"])
-        parser.parse_args()
-    """))
-    return pkg
-
-
 def _env_text(**overrides: str) -> str:
     config = load_config(Paths(root=REPO_ROOT))
     (pair,) = select_pairs(config.data, ["debian-12"], ["qemu"])
-    text = provision_env(config, pair, [*COMPONENTS], "test-revision")
+    text = provision_env(config, pair, [*COMPONENTS], "test-revision", catalog.load(REPO_ROOT))
     for key, value in overrides.items():
         text += f"{key}={shlex.quote(value)}\n"
     return text
 
 
-@contextlib.contextmanager
-def _chroot_from(base_tar: Path, work: Path) -> Iterator[Chroot]:
-    """A fresh tree from `base_tar` set up as Packer leaves a build VM: /tmp/kiln holds provision/,
-    kiln_node/, kiln_bridge/ and the rendered debian-12 kiln.env. Unmounts everything on exit."""
-    root = work / "root"
-    root.mkdir(parents=True)
-    started = time.monotonic()
-    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xpf", str(base_tar)], check=True)
-    say(f"chroot copy: extracted in {time.monotonic() - started:.1f} s")
-    box = Chroot(root)
-    policy = box.path("usr/sbin/policy-rc.d")
-    policy.write_text("#!/bin/sh\n# test chroot: no service may start\nexit 101\n")
-    policy.chmod(0o755)
-    box.path("etc/resolv.conf").unlink(missing_ok=True)
-    shutil.copy("/etc/resolv.conf", box.path("etc/resolv.conf"))
-    box.path("etc/hostname").write_text(HOSTNAME + "\n")
-    src = box.path("tmp/kiln")
-    shutil.copytree(REPO_ROOT / "provision", src / "provision")
-    for name in ("kiln_node", "kiln_bridge"):
-        shutil.copytree(_standin_package(name, work / "standins"), src / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    (src / "kiln.env").write_text(_env_text())
-    archives = CACHE / "apt-archives" / "debian-12"
-    archives.mkdir(parents=True, exist_ok=True)
-    try:
-        box.mount("-t", "proc", "proc", at="proc")
-        # Keeps reruns from downloading every .deb again; unmounted before cleanup.sh runs.
-        box.mount("--bind", str(archives), at="var/cache/apt/archives")
-        yield box
-    finally:
-        box.umount_all()
-
-
 @pytest.fixture(scope="module")
 def chroot(base_tar: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chroot]:
-    with _chroot_from(base_tar, tmp_path_factory.mktemp("provision-chroot")) as box:
+    with chroot_from(base_tar, tmp_path_factory.mktemp("provision-chroot"), _env_text()) as box:
         yield box
 
 
@@ -301,7 +143,7 @@ def baked(chroot: Chroot) -> Baked:
 
 def test_second_run_installs_nothing_and_changes_no_file(baked: Baked) -> None:
     first, second = baked.runs
-    assert _diff(first.snapshot, second.snapshot) == []
+    assert diff(first.snapshot, second.snapshot) == []
     changes = [f"{component}: {line}" for component, result in second.output.items()
                for line in result.stdout.splitlines() if CHANGE_LOG.search(line)]
     assert changes == []
@@ -573,7 +415,7 @@ def test_haproxy_refuses_bad_bridge_values(baked: Baked, key: str, value: str, m
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"kiln[haproxy]: ERROR: {message}"), result.stderr
     assert "installing" not in result.stdout and "wrote" not in result.stdout
-    assert _diff(before, box.snapshot()) == []
+    assert diff(before, box.snapshot()) == []
 
 
 # --------------------------------------------------------------------------------------------
@@ -597,7 +439,7 @@ def test_mesos_without_a_source_for_the_target_fails_early(baked: Baked) -> None
     assert "components.mesos.package_url" in result.stderr
     assert "installing" not in result.stdout
     assert seconds < 10, "the check must come before any download or install"
-    assert _diff(before, box.snapshot()) == []
+    assert diff(before, box.snapshot()) == []
 
 
 def test_mesos_on_a_supported_target_needs_a_pinned_key_fingerprint(baked: Baked) -> None:
@@ -691,7 +533,7 @@ def test_mesos_from_a_signed_repository(base_tar: Path, tmp_path: Path, gnupg_ho
     _signed_flat_repository(deb, www / "repo", gnupg_home, fingerprint)
     shutil.copy(key, www / "aventer.asc")
     shutil.copy(expired_key, www / "expired.asc")
-    with _http_server(www) as base, _chroot_from(base_tar, tmp_path / "fresh") as box:
+    with _http_server(www) as base, chroot_from(base_tar, tmp_path / "fresh", _env_text()) as box:
         settings = {"KILN_MESOS_SUPPORTED_TARGETS": "ubuntu-24.04 debian-12",
                     "KILN_MESOS_PACKAGE": "kiln-mesos-standin",
                     "KILN_MESOS_APT_REPO": f"deb [signed-by=/etc/apt/keyrings/aventer.asc] {base}/repo/ ./",
@@ -716,7 +558,7 @@ def test_mesos_from_a_signed_repository(base_tar: Path, tmp_path: Path, gnupg_ho
         second = box.run("mesos", env_file=env)
         assert second.returncode == 0, second.stderr
         assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
-        assert _diff(before, box.snapshot()) == []
+        assert diff(before, box.snapshot()) == []
         assert _QuietHandler.requests == [], "a verified key is not fetched again"
 
         expired = _write_env(box, "mesos-expired", KILN_MESOS_KEY_FINGERPRINT=expired_fingerprint,
@@ -756,7 +598,7 @@ def test_mesos_from_a_pinned_package_file_is_installed_disabled(baked: Baked,
     second = box.run("mesos", env_file=env)
     assert second.returncode == 0, second.stderr
     assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
-    assert _diff(before, box.snapshot()) == []
+    assert diff(before, box.snapshot()) == []
 
 
 @contextlib.contextmanager
@@ -801,7 +643,7 @@ def test_marathon_from_a_pinned_tarball(baked: Baked, tmp_path: Path) -> None:
         second = box.run("marathon", env_file=env)
         assert second.returncode == 0, second.stderr
     assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
-    assert _diff(before, box.snapshot()) == []
+    assert diff(before, box.snapshot()) == []
     assert os.readlink(box.path("opt/marathon")) == "marathon-1.8.222-kilntest"
     unit = box.path("etc/systemd/system/marathon.service").read_text()
     assert "EnvironmentFile=/etc/kiln/marathon.env" in unit
@@ -840,7 +682,7 @@ def test_rancher_binaries_from_pinned_urls(baked: Baked, tmp_path: Path) -> None
         second = box.run("rancher", env_file=env)
         assert second.returncode == 0, second.stderr
     assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
-    assert _diff(before, box.snapshot()) == []
+    assert diff(before, box.snapshot()) == []
     for role in ("executor", "scheduler"):
         binary = box.path(f"usr/local/bin/rancher-mesos-{role}")
         assert binary.stat().st_mode & 0o777 == 0o755
@@ -882,7 +724,7 @@ def test_zookeeper_from_a_tarball(baked: Baked, base_tar: Path, tmp_path: Path) 
     served.mkdir()
     tgz = _zookeeper_tarball(baked, served)
     sha = hashlib.sha256(tgz.read_bytes()).hexdigest()
-    with _http_server(served) as base, _chroot_from(base_tar, tmp_path / "fresh") as box:
+    with _http_server(served) as base, chroot_from(base_tar, tmp_path / "fresh", _env_text()) as box:
         env = _write_env(box, "zk-tarball", KILN_ZOOKEEPER_SOURCE="tarball", KILN_ZOOKEEPER_VERSION="3.8.0",
                          KILN_ZOOKEEPER_TARBALL_URL=f"{base}/{tgz.name}", KILN_ZOOKEEPER_TARBALL_SHA256=sha)
         first = box.run("zookeeper", env_file=env)
@@ -891,7 +733,7 @@ def test_zookeeper_from_a_tarball(baked: Baked, base_tar: Path, tmp_path: Path) 
         second = box.run("zookeeper", env_file=env)
         assert second.returncode == 0, second.stderr
         assert [line for line in second.stdout.splitlines() if CHANGE_LOG.search(line)] == []
-        assert _diff(before, box.snapshot()) == []
+        assert diff(before, box.snapshot()) == []
         assert os.readlink(box.path("opt/zookeeper")) == "zookeeper-3.8.0"
         assert box.path("etc/zookeeper/conf").is_dir() and not box.path("etc/zookeeper/conf").is_symlink()
         environment = box.path("etc/zookeeper/conf/environment").read_text()

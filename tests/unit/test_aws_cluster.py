@@ -6,9 +6,10 @@ import pytest
 
 from kiln.aws.bake import ami_targets, with_region
 from kiln.aws.cluster import Node, Teardown, check_name, check_shape, check_target, cluster_tags, ui_urls
+from kiln.config import catalog
 from kiln.config.load import load_config
 from kiln.errors import UserError
-from kiln.paths import Paths
+from kiln.paths import REPO_ROOT, Paths
 
 
 @pytest.mark.parametrize("name", ["kiln-3m2a", "ab", "a" * 40])
@@ -38,13 +39,17 @@ def test_kiln_tags_win_over_configured_ones(tree: Paths) -> None:
     assert cluster_tags(config, "c1", Name="c1-m1") == {"project": "x", "kiln:cluster": "c1", "Name": "c1-m1"}
 
 
-def test_ui_urls_only_for_masters_with_an_address() -> None:
+def test_ui_urls_list_each_role_s_uis_for_nodes_with_an_address() -> None:
     nodes = [Node("m1", "master", "i-1", "running", "172.31.0.4", "203.0.113.9", "ubuntu-24.04"),
              Node("m2", "master", "i-2", "running", "172.31.0.5", "", "ubuntu-24.04"),
              Node("a1", "agent", "i-3", "running", "172.31.0.6", "203.0.113.10", "ubuntu-24.04")]
-    assert ui_urls(nodes) == [
-        "m1: Mesos http://203.0.113.9:5050  Marathon http://203.0.113.9:8080  HAProxy http://203.0.113.9/",
-        "m2: Mesos http://172.31.0.5:5050  Marathon http://172.31.0.5:8080  HAProxy http://172.31.0.5/"]
+    node_catalog = catalog.load(REPO_ROOT).node_catalog(load_config(Paths(REPO_ROOT)).data)
+    assert ui_urls(nodes, node_catalog) == [
+        "m1: HAProxy http://203.0.113.9/  Marathon http://203.0.113.9:8080  Mesos http://203.0.113.9:5050  "
+        "ZooKeeper 203.0.113.9:2181",
+        "m2: HAProxy http://172.31.0.5/  Marathon http://172.31.0.5:8080  Mesos http://172.31.0.5:5050  "
+        "ZooKeeper 172.31.0.5:2181",
+        "a1: Mesos agent http://203.0.113.10:5051"]
 
 
 def test_teardown_summary() -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from kiln.aws.network import ADMIN_PORTS, CLUSTER_PORTS, free_addresses, ingress_rules
+from kiln.aws.network import free_addresses, ingress_rules
+from kiln.config import catalog
+from kiln.config.load import load_config
 from kiln.errors import UserError
+from kiln.paths import REPO_ROOT, Paths
+
+PORTS = catalog.load(REPO_ROOT).port_rules(load_config(Paths(REPO_ROOT)).data)
 
 
 def test_free_addresses_skip_the_aws_reserved_and_the_used_ones() -> None:
@@ -34,16 +39,23 @@ def _flat(rules: list[dict]) -> set[tuple[int, int, str]]:
 
 
 def test_members_reach_the_cluster_ports_admins_only_ssh_and_uis() -> None:
-    rules = _flat(ingress_rules("sg-1", "198.51.100.0/24"))
-    members = {(p.first, p.last, "sg-1") for p in CLUSTER_PORTS}
+    rules = _flat(ingress_rules("sg-1", "198.51.100.0/24", PORTS))
+    members = {(a, b) for a, b, src in rules if src == "sg-1"}
     assert {(2181, 2181), (2888, 2888), (3888, 3888), (5050, 5050), (5051, 5051), (8080, 8080), (80, 80),
-            (10000, 10100), (15101, 15101), (22, 22)} <= {(a, b) for a, b, _ in members}
-    assert rules == members | {(p, p, "198.51.100.0/24") for p in (22, 80, 5050, 8080)}
-    assert {(p.first, p.last) for p in ADMIN_PORTS} == {(22, 22), (80, 80), (5050, 5050), (8080, 8080)}
+            (10000, 10100), (15101, 15101), (22, 22), (31000, 32000)} == members
+    assert {(a, b) for a, b, src in rules if src == "198.51.100.0/24"} == {
+        (22, 22), (80, 80), (5050, 5050), (8080, 8080)}
+
+
+def test_the_vhost_port_follows_the_haproxy_setting() -> None:
+    moved = catalog.load(REPO_ROOT).port_rules(
+        load_config(Paths(REPO_ROOT), sets=["components.haproxy.vhost_port=8888"]).data)
+    rules = _flat(ingress_rules("sg-1", "198.51.100.0/24", moved))
+    assert (8888, 8888, "198.51.100.0/24") in rules and (80, 80, "sg-1") not in rules
 
 
 def test_no_admin_cidr_means_no_rule_from_outside_the_group() -> None:
-    rules = ingress_rules("sg-1", "")
+    rules = ingress_rules("sg-1", "", PORTS)
     assert all("IpRanges" not in r for r in rules)
     assert {src for _, _, src in _flat(rules)} == {"sg-1"}
     assert not any("0.0.0.0/0" in str(r) for r in rules)

@@ -1,6 +1,6 @@
 """Box choice: a box built here (its catalog) wins over trial.box_url; none at all is a clear
-error. The trial Vagrantfile makes the same choice in Ruby (vagrant/kiln.rb): both are run
-here on the same trees and must agree, spec included."""
+error. The trial Vagrantfile's Ruby (vagrant/kiln.rb) asks kiln for the trial's description, so
+what `vagrant up` boots is what `invoke up --shape 1` would: both are run here on the same trees."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from kiln.config.load import load_config
 from kiln.errors import UserError
 from kiln.image.artifacts import box_catalog, box_version
-from kiln.paths import Paths
+from kiln.paths import REPO_ROOT, Paths
 from kiln.vagrant import boxes
 from kiln.vagrant.render import render_cluster
 
@@ -68,6 +68,10 @@ def test_every_build_gets_its_own_box_version() -> None:
 
 
 def _ruby_trial(tree: Paths, *argv: str, env: dict[str, str] | None = None) -> dict:
+    """What the trial Vagrantfile's Ruby reads: it asks kiln (the tree's .venv python) to render it."""
+    venv = tree.root / ".venv"
+    if not venv.exists():
+        venv.symlink_to(REPO_ROOT / ".venv")
     script = (f"require {json.dumps(str(tree.vagrant_templates / 'kiln.rb'))}; "
               f"puts JSON.generate(Kiln.trial({json.dumps(str(tree.root))}, ARGV, ENV.to_h))")
     done = subprocess.run(["ruby", "-e", script, "--", *argv], capture_output=True, text=True, check=True,

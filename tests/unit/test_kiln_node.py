@@ -17,8 +17,10 @@ from typing import Any
 
 import pytest
 
+from kiln.config import catalog
+from kiln.config.load import load_config
 from kiln.config.schema import schema_problems as jsonschema_problems
-from kiln.paths import REPO_ROOT
+from kiln.paths import REPO_ROOT, Paths
 from kiln_node import apply as node_apply
 from kiln_node import cli, services
 from kiln_node import spec as specmod
@@ -54,6 +56,21 @@ RANCHER = {"cattle_url": "http://10.141.141.2:8080/v1", "access_key": "AK1", "se
            "ip_cidr": "192.168.200.1/24"}
 
 
+IMAGE_FILES = {"etc/kiln/catalog.json"}  # what the image brings; kiln-node only reads it
+_START_ORDER = catalog.load(REPO_ROOT).unit_order()
+
+
+_CATALOG = json.dumps(catalog.load(REPO_ROOT).node_catalog(load_config(Paths(REPO_ROOT)).data))
+
+
+def image(root: Path) -> Path:
+    """`root` as an image kiln baked looks to kiln-node: the component catalog in place."""
+    path = root / "etc" / "kiln" / "catalog.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_CATALOG)
+    return root
+
+
 class Recorder(services.ServiceManager):
     """Records systemctl actions instead of running them; `fail` units make their action fail."""
 
@@ -71,7 +88,7 @@ class Recorder(services.ServiceManager):
 def apply(spec: dict[str, Any], root: Path, recorder: Recorder | None = None) -> tuple[int, str, Recorder]:
     recorder = recorder or Recorder()
     out = io.StringIO()
-    rc = node_apply.apply(spec, root=str(root), manager=recorder, out=out)
+    rc = node_apply.apply(spec, root=str(image(root)), manager=recorder, out=out)
     return rc, out.getvalue(), recorder
 
 
@@ -79,7 +96,7 @@ def snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
     """relative path -> (content, mtime_ns, mode) of every file under root."""
     out = {}
     for p in sorted(root.rglob("*")):
-        if p.is_file():
+        if p.is_file() and not any(p.match(f"*/{f}") for f in IMAGE_FILES):
             st = p.stat()
             out[str(p.relative_to(root))] = (p.read_text(), st.st_mtime_ns, st.st_mode & 0o7777)
     return out
@@ -94,7 +111,9 @@ def written(root: Path) -> set[str]:
 
 
 def started(*units: str) -> list[tuple[str, str]]:
-    return [call for u in units for call in (("enable", u), ("start", u))]
+    """enable + start of each unit, in the catalog's start order (tests/unit/test_catalog.py
+    checks that order puts every unit after the ones it talks to)."""
+    return [call for u in sorted(units, key=_START_ORDER.index) for call in (("enable", u), ("start", u))]
 
 
 def write_manifest(root: Path, components: dict[str, Any]) -> None:
@@ -140,7 +159,8 @@ def test_standalone_files_and_services(tmp_path: Path) -> None:
         "10.141.141.10 mesos\n# END kiln\n")
     assert rec.calls == started("zookeeper", "docker", "mesos-master", "mesos-agent", "marathon",
                                 "haproxy", "kiln-haproxy-bridge")
-    assert "15 file(s) changed; started: zookeeper, docker, mesos-master" in out
+    units = ", ".join(u for a, u in started("zookeeper", "docker", "mesos-master") if a == "start")
+    assert f"15 file(s) changed; started: {units}" in out
 
 
 def test_master_of_three(tmp_path: Path) -> None:
@@ -218,7 +238,7 @@ def test_master_without_marathon_and_haproxy(tmp_path: Path) -> None:
     spec["options"] = {"marathon": False, "haproxy": False}
     rc, _, rec = apply(spec, tmp_path)
     assert rc == 0
-    assert not (tmp_path / "etc/kiln").exists()
+    assert [p.name for p in (tmp_path / "etc/kiln").iterdir()] == ["catalog.json"]
     assert rec.calls == started("zookeeper", "mesos-master")
 
 
@@ -261,7 +281,7 @@ def test_units_of_components_the_image_lacks_are_skipped(tmp_path: Path) -> None
 
 
 def test_an_unreadable_manifest_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "root/etc/kiln").mkdir(parents=True)
+    (tmp_path / "root/etc/kiln").mkdir(parents=True, exist_ok=True)
     (tmp_path / "root/etc/kiln/manifest.json").write_text("{not json")
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(standalone()))
@@ -274,7 +294,7 @@ def test_an_unreadable_manifest_is_an_error(tmp_path: Path, capsys: pytest.Captu
 
 def test_hosts_block_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
     hosts = tmp_path / "etc/hosts"
-    hosts.parent.mkdir(parents=True)
+    hosts.parent.mkdir(parents=True, exist_ok=True)
     hosts.write_text("127.0.0.1 localhost\n::1 localhost ip6-localhost\n")
     os.chmod(hosts, 0o640)
     assert apply(master(1), tmp_path)[0] == 0
@@ -295,8 +315,7 @@ def test_hosts_block_keeps_the_rest_of_the_file(tmp_path: Path) -> None:
 
 
 def test_unbalanced_hosts_markers_stop_the_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
+    root = image(tmp_path / "root")
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n# BEGIN kiln\n10.0.0.1 old\n")
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(master(1)))
@@ -404,7 +423,7 @@ def test_a_failed_unit_is_retried_by_the_next_apply(tmp_path: Path) -> None:
 def test_dry_run_writes_nothing(tmp_path: Path) -> None:
     out = io.StringIO()
     rec = Recorder()
-    assert node_apply.apply(master(1), root=str(tmp_path), manager=rec, dry_run=True, out=out) == 0
+    assert node_apply.apply(master(1), root=str(image(tmp_path)), manager=rec, dry_run=True, out=out) == 0
     assert snapshot(tmp_path) == {}
     assert rec.calls == []
     assert "would write /etc/zookeeper/conf/zoo.cfg" in out.getvalue()
@@ -416,7 +435,7 @@ def test_root_other_than_slash_only_prints_systemctl_actions(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(agent()))
-    assert cli.main(["apply", str(spec_file), "--root", str(tmp_path / "root")]) == 0
+    assert cli.main(["apply", str(spec_file), "--root", str(image(tmp_path / "root"))]) == 0
     out = capsys.readouterr().out
     assert "  not run: --root given: systemctl enable docker\n" in out
     assert "(systemctl actions not run: --root given)" in out
@@ -494,7 +513,7 @@ def test_bad_spec_exits_2_and_writes_nothing(tmp_path: Path, capsys: pytest.Capt
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec))
     root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
+    (root / "etc").mkdir(parents=True, exist_ok=True)
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
     before = snapshot(root)
     for argv in (["validate", str(spec_file)], ["apply", str(spec_file), "--root", str(root)]):
@@ -540,17 +559,38 @@ def test_even_number_of_masters_is_a_warning(tmp_path: Path, capsys: pytest.Capt
         "kiln-node: WARNING: $.masters: 2 masters is an even number: the quorum of 2 tolerates 0 failed "
         "master(s), no more than 1 masters would; use an odd number for ZooKeeper and the Mesos quorum\n")
     assert "OK: m1 10.141.141.10 = master 1 of 2 (quorum 2) of cluster kiln" in captured.out
-    assert cli.main(["apply", str(spec_file), "--root", str(tmp_path / "root")]) == 0
+    assert cli.main(["apply", str(spec_file), "--root", str(image(tmp_path / "root"))]) == 0
     assert text(tmp_path / "root", "/etc/mesos-master/quorum") == "2\n"
 
 
-@pytest.mark.parametrize(("mutate", "message"), [(m, msg) for _, m, msg in BAD], ids=[i for i, _, _ in BAD])
-def test_stdlib_checks_match_jsonschema(mutate: Callable[[dict[str, Any]], None], message: str) -> None:
+# A trailing newline is where the two differ on purpose (see the next test).
+SAME_AS_JSONSCHEMA = [(i, m) for i, m, _ in BAD if i != "newline"]
+
+
+@pytest.mark.parametrize("mutate", [m for _, m in SAME_AS_JSONSCHEMA], ids=[i for i, _ in SAME_AS_JSONSCHEMA])
+def test_stdlib_checks_match_jsonschema(mutate: Callable[[dict[str, Any]], None]) -> None:
     """The node's stdlib interpreter of spec.schema.json says what jsonschema says, word for word."""
     spec = master(2)
     mutate(spec)
     schema = specmod.load_schema()
     assert sorted(specmod.schema_problems(spec, schema)) == sorted(jsonschema_problems(spec, schema))
+
+
+@pytest.mark.parametrize(("key", "value"), [("name", "m2\n"), ("ip", "10.141.141.11\n"),
+                                            ("cluster", "kiln\n")])
+def test_a_trailing_newline_fails_the_pattern_on_the_node(key: str, value: str) -> None:
+    """JSON Schema patterns are ECMA-262 regexes, where `$` is the end of the string. Python's re (and
+    so the jsonschema package) also lets `$` match before a final newline: jsonschema passes "m2\\n" as
+    a name. The node's interpreter does not, and the control-character rule both sides share refuses
+    the value with one message."""
+    spec = master(2)
+    spec[key] = value
+    schema = specmod.load_schema()
+    assert jsonschema_problems(spec, schema) == []
+    [stdlib] = specmod.schema_problems(spec, schema)
+    assert stdlib.startswith(f"$.{key}: expected ")
+    assert specmod.check(spec)[0] == [
+        f"$.{key}: control characters (such as a newline) are not allowed, got {json.dumps(value)}"]
 
 
 # -- the program as it runs on a node ------------------------------------------------------
@@ -564,7 +604,7 @@ def _run_cli(python: str, *args: str, env: dict[str, str] | None = None) -> subp
 def test_cli_as_a_subprocess(tmp_path: Path) -> None:
     spec_file = tmp_path / "m1.json"
     spec_file.write_text(json.dumps(master(1)))
-    root = tmp_path / "root"
+    root = image(tmp_path / "root")
     first = _run_cli(sys.executable, "apply", str(spec_file), "--root", str(root))
     assert first.returncode == 0, first.stderr
     assert "not run: --root given: systemctl start zookeeper" in first.stdout
@@ -605,7 +645,8 @@ def test_runs_on_python_3_9_with_the_same_result(tmp_path: Path) -> None:
     for name, spec in (("standalone", standalone()), ("master", master(3)), ("agent", agent())):
         spec_file = tmp_path / f"{name}.json"
         spec_file.write_text(json.dumps(spec))
-        old = _run_cli(python, "apply", str(spec_file), "--root", str(tmp_path / "py39" / name), env=env)
+        old = _run_cli(python, "apply", str(spec_file), "--root", str(image(tmp_path / "py39" / name)),
+                       env=env)
         assert old.returncode == 0, old.stderr
         assert apply(copy.deepcopy(spec), tmp_path / "host" / name)[0] == 0
         old_files = {p: c for p, (c, _, _) in snapshot(tmp_path / "py39" / name).items()}

@@ -1,7 +1,8 @@
-"""`kiln-node status`: parsing of what ZooKeeper and Mesos answer, the per-unit verdicts, and the
-CLI's exit codes. Real ZooKeeper answers are checked in the VM tests (tests/e2e); Mesos cannot be
-installed here, so its /state answers come from a local HTTP server replaying the documented
-JSON fields (a stand-in, named as such)."""
+"""`kiln-node status`: parsing of what ZooKeeper and Mesos answer, the per-unit verdicts driven by
+the image's catalog, and the CLI's exit codes. Real ZooKeeper answers are checked in the VM tests
+(tests/e2e), real Mesos masters and agents in tests/integration/test_mesos_status.py. Here, HTTP
+behaviour the probes rely on (no redirects followed, status codes) is shown with a plain local
+HTTP server, which stands in for nothing but an HTTP peer."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
@@ -41,14 +42,23 @@ def test_srvr_modes_that_serve_and_ones_that_do_not() -> None:
     assert status.parse_srvr("")[:2] == (False, "unexpected answer: no answer")
 
 
-def test_master_state_leader_follower_and_no_election() -> None:
-    leading = {"leader": "master@10.141.141.10:5050", "elected_time": 1700000000.1, "activated_slaves": 2}
+def test_master_state_of_the_leader_lists_its_active_agents() -> None:
+    leading = {"leader": "master@10.141.141.10:5050", "pid": "master@10.141.141.10:5050",
+               "elected_time": 1700000000.1, "activated_slaves": 2,
+               "slaves": [{"hostname": "10.141.141.13", "active": True},
+                          {"hostname": "10.141.141.14", "active": False}]}
     assert status.parse_master_state(leading) == (
-        True, "leading master, 2 agent(s) registered",
-        {"leader": "10.141.141.10:5050", "is_leader": True, "activated_agents": 2})
-    following = {"leader": "master@10.141.141.11:5050", "activated_slaves": 0}
-    assert status.parse_master_state(following)[:2] == (True, "follows leader 10.141.141.11:5050")
+        True, "leading master, 1 agent(s) active",
+        {"leader": "10.141.141.10:5050", "is_leader": True, "activated_agents": 1,
+         "active_agents": ["10.141.141.13"]})
     assert status.parse_master_state({})[:2] == (False, "no leading master elected")
+
+
+def test_a_redirect_names_the_leader() -> None:
+    assert status.parse_master_redirect("//10.141.141.11:5050/master/state") == (
+        True, "follows leader 10.141.141.11:5050",
+        {"leader": "10.141.141.11:5050", "is_leader": False, "activated_agents": 0, "active_agents": []})
+    assert status.parse_master_redirect("")[0] is False
 
 
 def test_agent_state_registered_or_not() -> None:
@@ -67,13 +77,19 @@ def _manifest(root: Path, components: list[str]) -> None:
     path.write_text(json.dumps({"components": {c: {"version": "1"} for c in components}}))
 
 
-def test_node_status_checks_the_role_units_the_image_has(tmp_path: Path) -> None:
+def test_node_status_checks_the_role_units_the_image_has(tmp_path: Path, node_root) -> None:
+    node_root(tmp_path)
     _manifest(tmp_path, ["zookeeper", "haproxy", "docker"])
-    probes = {"zookeeper": lambda spec: status.parse_srvr("This ZooKeeper instance is not currently "
-                                                          "serving requests")}
+    seen = []
+
+    def zookeeper(spec, probe):
+        seen.append(probe)
+        return status.parse_srvr("This ZooKeeper instance is not currently serving requests")
+
     result = status.node_status(SPEC, str(tmp_path), active=lambda unit: unit != "kiln-haproxy-bridge",
-                                probes=probes)
+                                probes={"zookeeper": zookeeper})
     assert result["ready"] is False
+    assert seen == [{"kind": "zookeeper", "port": 2181, "path": ""}], "the probe gets the catalog's port"
     by_unit = {u["unit"]: (u["active"], u["ready"], u["detail"]) for u in result["units"]}
     assert by_unit == {
         "zookeeper": (True, False, "not serving requests (no quorum yet?)"),
@@ -84,13 +100,17 @@ def test_node_status_checks_the_role_units_the_image_has(tmp_path: Path) -> None
                                  "marathon not in this image: skipping marathon"]
 
 
-def test_a_probe_that_cannot_connect_is_not_ready_with_the_reason(tmp_path: Path) -> None:
-    _manifest(tmp_path, ["zookeeper"])
-    refused = status.unit_status("zookeeper", SPEC, active=lambda unit: True,
-                                 probes={"zookeeper": lambda spec: status.parse_srvr(
-                                     status.four_letter_word("srvr", port=_closed_port()))})
+def test_a_probe_that_cannot_connect_is_not_ready_with_the_reason() -> None:
+    entry = {"unit": "zookeeper", "probe": {"kind": "zookeeper", "port": _closed_port()}}
+    refused = status.unit_status(entry, SPEC, active=lambda unit: True)
     assert refused["ready"] is False
     assert refused["detail"].startswith("no answer (")
+
+
+def test_a_probe_kind_this_kiln_node_does_not_know_is_not_ready() -> None:
+    entry = {"unit": "x", "probe": {"kind": "telepathy", "port": 1}}
+    assert status.unit_status(entry, SPEC, active=lambda unit: True)["detail"] == \
+        "probe kind 'telepathy' unknown to this kiln-node"
 
 
 def _closed_port() -> int:
@@ -101,19 +121,17 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-class _MesosStandIn(http.server.BaseHTTPRequestHandler):
-    """Stand-in for a Mesos master's /state (Mesos binaries cannot be installed offline)."""
+class _HttpPeer(http.server.BaseHTTPRequestHandler):
+    """A plain HTTP peer: path -> (status, body, Location)."""
 
-    answers: ClassVar[dict[str, Any]] = {}
+    answers: ClassVar[dict[str, tuple[int, str, str]]] = {}
 
     def do_GET(self) -> None:
-        body = self.answers.get(self.path)
-        if body is None:
-            self.send_error(404)
-            return
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
+        code, body, location = self.answers.get(self.path, (404, "", ""))
+        data = body.encode()
+        self.send_response(code)
+        if location:
+            self.send_header("Location", location)
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -123,8 +141,8 @@ class _MesosStandIn(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def mesos_stand_in() -> Iterator[tuple[int, type[_MesosStandIn]]]:
-    handler = type("Handler", (_MesosStandIn,), {"answers": {}})
+def http_peer() -> Iterator[tuple[int, type[_HttpPeer]]]:
+    handler = type("Handler", (_HttpPeer,), {"answers": {}})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -135,21 +153,31 @@ def mesos_stand_in() -> Iterator[tuple[int, type[_MesosStandIn]]]:
         server.server_close()
 
 
-def test_json_probe_over_http_reads_state_and_rejects_garbage(mesos_stand_in) -> None:
-    port, handler = mesos_stand_in
-    base = f"http://127.0.0.1:{port}"
-    handler.answers["/state"] = {"leader": "master@127.0.0.1:5050", "elected_time": 1.0,
-                                 "activated_slaves": 1}
-    assert status._json_probe(f"{base}/state", status.parse_master_state)[:2] == (
-        True, "leading master, 1 agent(s) registered")
-    handler.answers["/state"] = "<html>not json</html>"
-    assert status._json_probe(f"{base}/state", status.parse_master_state)[:2] == (
-        False, f"{base}/state answered something that is not JSON")
-    assert status._json_probe(f"{base}/missing", status.parse_master_state)[:2] == (
-        False, f"{base}/missing answered HTTP 404")
+def test_the_master_probe_reads_a_redirect_as_the_leader_s_name(http_peer) -> None:
+    port, handler = http_peer
+    spec = {**SPEC, "ip": "127.0.0.1"}
+    probe = {"kind": "mesos-master", "port": port}
+    handler.answers["/state"] = (307, "", "//10.141.141.12:5050/master/state")
+    assert status.PROBES["mesos-master"](spec, probe)[:2] == (True, "follows leader 10.141.141.12:5050")
+    handler.answers["/state"] = (503, "No leader elected", "")
+    assert status.PROBES["mesos-master"](spec, probe)[0] is False
+    handler.answers["/state"] = (200, "<html>not json</html>", "")
+    assert status.PROBES["mesos-master"](spec, probe)[1].endswith("answered something that is not JSON")
+    handler.answers["/state"] = (200, "[" * 100000, "")
+    assert status.PROBES["mesos-master"](spec, probe)[1].endswith("answered something that is not JSON")
 
 
-def test_cli_status_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_http_probe_wants_200_on_its_path(http_peer) -> None:
+    port, handler = http_peer
+    probe = {"kind": "http", "port": port, "path": "/ping"}
+    handler.answers["/ping"] = (200, "pong", "")
+    assert status.PROBES["http"]({**SPEC, "ip": "127.0.0.1"}, probe)[:2] == (True, "answers /ping")
+    handler.answers["/ping"] = (302, "", "/elsewhere")
+    assert status.PROBES["http"]({**SPEC, "ip": "127.0.0.1"}, probe)[0] is False
+
+
+def test_cli_status_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str], node_root) -> None:
+    node_root(tmp_path)
     assert cli.main(["status", "--root", str(tmp_path)]) == 1
     assert "no node spec applied yet" in capsys.readouterr().out
     _manifest(tmp_path, [])  # an image with none of the role's components: nothing to wait for

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from kiln.config import catalog
 from kiln.config.load import load_config
 from kiln.config.targets import select_pairs
 from kiln.image.packer import PackerVersion
@@ -42,7 +43,7 @@ def test_each_pair_renders_its_source_and_build(tree: Paths, ssh_key: Path, pair
     hcl = files["kiln.pkr.hcl"]
     assert f'source "{pair.builder.packer_source}"' in hcl
     assert f'sources = ["source.{pair.builder.packer_source}.' in hcl
-    assert "provision/base.sh" in hcl and "provision/cleanup.sh" in hcl
+    assert "components/base/bake.sh" in hcl and "provision/cleanup.sh" in hcl
     assert hcl.index("provision/manifest.sh") < hcl.index("provision/cleanup.sh")
     assert 'post-processor "manifest"' in hcl
     assert ("post-processor \"vagrant\"" in hcl) == (pair.builder.name != "amazon-ebs")
@@ -111,8 +112,8 @@ def test_offline_profile_leaves_excluded_components_out(tree: Paths, ssh_key: Pa
     cfg = load_config(tree, profile="offline")
     (pair,) = select_pairs(cfg.data)
     files = render_pair(cfg, pair, tree, options(ssh_key)).files
-    assert "provision/mesos.sh" not in files["kiln.pkr.hcl"]
-    assert "provision/marathon.sh" not in files["kiln.pkr.hcl"]
+    assert "components/mesos/bake.sh" not in files["kiln.pkr.hcl"]
+    assert "components/marathon/bake.sh" not in files["kiln.pkr.hcl"]
     assert "KILN_COMPONENTS='base java zookeeper docker haproxy qemu-kvm rancher node'" \
         in files["kiln.env"]
 
@@ -120,11 +121,13 @@ def test_offline_profile_leaves_excluded_components_out(tree: Paths, ssh_key: Pa
 def test_provision_env_flattens_component_settings(tree: Paths) -> None:
     cfg = load_config(tree)
     pair = next(p for p in select_pairs(cfg.data) if p.name == "ubuntu-24.04-qemu")
-    env = provision_env(cfg, pair, cfg.components_for(pair.target.name), "rev")
+    env = provision_env(cfg, pair, cfg.components_for(pair.target.name), "rev", catalog.load(tree.root))
     assert "KILN_MESOS_SUPPORTED_TARGETS=ubuntu-24.04" in env
     assert "KILN_QEMU_KVM_BRIDGE=br0" in env
     assert "KILN_MESOS_APT_REPO='deb [signed-by=/etc/apt/keyrings/aventer.asc] " in env
     assert "KILN_FAMILY=apt" in env
+    assert "KILN_DOCKER_PACKAGES='docker.io apparmor apparmor-utils'" in env
+    assert "KILN_ZOOKEEPER_PORT_CLIENT=2181" in env and "KILN_HAPROXY_PORT_VHOSTS=80" in env
 
 
 def test_a_failing_render_leaves_previous_output_untouched(tree: Paths, ssh_key: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,8 @@ def test_even_masters_is_no_problem_for_validate_spec(cluster: dict[str, Any]) -
     assert specmod.check(spec)[1][0].startswith("$.masters: 2 masters is an even number")
 
 
-def test_specs_of_a_shape_apply_to_one_consistent_cluster(tmp_path: Path, cluster: dict[str, Any]) -> None:
+def test_specs_of_a_shape_apply_to_one_consistent_cluster(tmp_path: Path, cluster: dict[str, Any],
+                                                          node_root: Callable[[Path], Path]) -> None:
     class Recorder(services.ServiceManager):
         def __init__(self) -> None:
             super().__init__(io.StringIO())
@@ -140,7 +142,8 @@ def test_specs_of_a_shape_apply_to_one_consistent_cluster(tmp_path: Path, cluste
     units = {}
     for spec in node_specs(parse_shape("3m2a"), cluster):
         recorder = Recorder()
-        rc = node_apply.apply(spec, root=str(tmp_path / spec["name"]), manager=recorder, out=io.StringIO())
+        root = node_root(tmp_path / spec["name"])
+        rc = node_apply.apply(spec, root=str(root), manager=recorder, out=io.StringIO())
         assert rc == 0
         units[spec["name"]] = [u for a, u in recorder.calls if a == "start"]
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# mesos: Apache Mesos (retired upstream) from AVENTER's aventer-mesos repository on the targets
+# listed in components.mesos.supported_targets, or from a .deb/.rpm the user pins with
+# components.mesos.package_url + package_sha256 (any target). No source for the target is an
+# error before anything is installed, never a silent skip. mesos-master and mesos-agent stay
+# disabled; kiln-node writes /etc/mesos* and enables the node's role at boot.
+set -Eeuo pipefail
+# shellcheck source-path=SCRIPTDIR
+# shellcheck source=../../provision/lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")/../../provision" && pwd)/lib.sh"
+
+package_url=${KILN_MESOS_PACKAGE_URL:-}
+supported=${KILN_MESOS_SUPPORTED_TARGETS:-}
+
+# --- decide and check everything before changing the machine
+if [[ -n "$package_url" ]]; then
+  mode=package_url
+elif [[ " $supported " == *" $KILN_TARGET "* ]]; then
+  mode=repository
+else
+  listed=${supported:-none}
+  kiln_die "no Mesos package source for target $KILN_TARGET: AVENTER's repository is only configured for components.mesos.supported_targets = [${listed// /, }], and no Mesos package is known for $KILN_TARGET. Set components.mesos.package_url to a Mesos .deb or .rpm built for $KILN_TARGET (an http(s) URL, or a path inside the build VM) and components.mesos.package_sha256 to its sha256; or leave \"mesos\" out of components.enabled for this target."
+fi
+
+if [[ "$mode" == package_url ]]; then
+  kiln_need KILN_MESOS_PACKAGE_SHA256 components.mesos.package_sha256
+  want_ext=deb
+  if [[ "$KILN_FAMILY" == dnf ]]; then
+    want_ext=rpm
+  fi
+  case "${package_url%%\?*}" in
+    *."$want_ext") ;;
+    *.deb | *.rpm) kiln_die "components.mesos.package_url is a ${package_url##*.} but $KILN_TARGET installs .$want_ext packages: $package_url" ;;
+    *) kiln_die "components.mesos.package_url must name a .$want_ext file: $package_url" ;;
+  esac
+  case "$package_url" in
+    http://* | https://* | file://*) package_file="" ;;
+    /*) package_file=$package_url ;;
+    *) package_file="$KILN_SRC/$package_url" ;; # relative: inside the uploaded tree
+  esac
+  if [[ -n "$package_file" && ! -f "$package_file" ]]; then
+    kiln_die "components.mesos.package_url: $package_file does not exist in the build machine (a path is read where the image is baked; use an http(s) URL or put the file under $KILN_SRC)"
+  fi
+else
+  if [[ "$KILN_FAMILY" != apt ]]; then
+    kiln_die "$KILN_TARGET is listed in components.mesos.supported_targets, but kiln knows only AVENTER's apt repository (components.mesos.apt_repo); set components.mesos.package_url and package_sha256 to an .rpm for $KILN_TARGET"
+  fi
+  kiln_need KILN_MESOS_PACKAGE components.mesos.package
+  kiln_need KILN_MESOS_APT_REPO components.mesos.apt_repo
+  kiln_need KILN_MESOS_KEY_URL components.mesos.key_url
+  kiln_fingerprint "${KILN_MESOS_KEY_FINGERPRINT:-}" components.mesos.key_fingerprint
+  fingerprint=$KILN_FINGERPRINT
+  keyring=$(sed -n 's/.*signed-by=\([^] ]*\).*/\1/p' <<<"$KILN_MESOS_APT_REPO")
+  if [[ -z "$keyring" ]]; then
+    kiln_die "components.mesos.apt_repo must name its key file, e.g. 'deb [signed-by=/etc/apt/keyrings/aventer.asc] http://rpm.aventer.biz/Ubuntu/noble noble main'"
+  fi
+fi
+
+# --- install
+if [[ "$mode" == repository ]]; then
+  pkg_install ca-certificates
+  # An installed key that still checks out is kept; otherwise fetch it (again: it may have
+  # been renewed) and verify fingerprint and expiry before apt trusts it.
+  if [[ -s "$keyring" ]] && (gpg_key_check "$keyring" "$fingerprint" components.mesos >/dev/null 2>&1); then
+    kiln_log "repository key $keyring verified"
+  else
+    kiln_tmpdir tmp
+    kiln_log "fetching the repository key $KILN_MESOS_KEY_URL"
+    _kiln_fetch "$KILN_MESOS_KEY_URL" "$tmp/key.asc" ||
+      kiln_die "could not download components.mesos.key_url ($KILN_MESOS_KEY_URL)"
+    gpg_key_check "$tmp/key.asc" "$fingerprint" components.mesos
+    install -d -m 0755 "$(dirname "$keyring")"
+    write_file_if_changed "$keyring" 0644 <"$tmp/key.asc"
+  fi
+  printf '%s\n' "# kiln: Apache Mesos packages (components.mesos.apt_repo)" "$KILN_MESOS_APT_REPO" |
+    write_file_if_changed /etc/apt/sources.list.d/kiln-mesos.list 0644
+  package=$KILN_MESOS_PACKAGE
+  pkg_install "$package"
+else
+  if [[ -z "$package_file" ]]; then
+    name=${package_url%%\?*}
+    package_file="/var/cache/kiln/downloads/${name##*/}"
+    download "$package_url" "$package_file" "$KILN_MESOS_PACKAGE_SHA256" components.mesos.package_sha256
+  else
+    verify_checksum "$package_file" "$KILN_MESOS_PACKAGE_SHA256" components.mesos.package_sha256
+  fi
+  if [[ "$KILN_FAMILY" == apt ]]; then
+    package=$(dpkg-deb -f "$package_file" Package)
+    file_version=$(dpkg-deb -f "$package_file" Version)
+  else
+    package=$(rpm -qp --qf '%{NAME}' "$package_file")
+    file_version=$(rpm -qp --qf '%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}' "$package_file")
+  fi
+  if pkg_installed "$package" && [[ "$(pkg_version "$package")" == "$file_version" ]]; then
+    kiln_log "$package $file_version is installed"
+  else
+    pkg_install "$package_file"
+  fi
+fi
+
+for binary in mesos-master mesos-agent; do
+  command -v "$binary" >/dev/null || kiln_die "$package is installed but provides no $binary: is it a Mesos package?"
+done
+service_disable mesos-master.service mesos-agent.service mesos-slave.service
+install -d -m 0755 /etc/mesos /etc/mesos-master /etc/mesos-agent
+
+version=$(pkg_version "$package")
+if [[ "$mode" == repository ]]; then
+  extra=$(kiln_json source=repository package="$package" apt_repo="$KILN_MESOS_APT_REPO" key_fingerprint="$fingerprint")
+else
+  extra=$(kiln_json source=package_url package="$package" package_url="$package_url" sha256="$KILN_MESOS_PACKAGE_SHA256")
+fi
+record_component mesos "$version" "$extra"
