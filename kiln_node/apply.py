@@ -41,28 +41,32 @@ class Plan:
         return not (self.writes or self.removals or self.stops or self.starts)
 
 
-MANIFEST_MAX_BYTES = 4 << 20
-MANIFEST_MAX_DEPTH = 32
+# The files the image brings, which kiln-node reads but never writes.
+IMAGE_FILES = ((services.MANIFEST, "image manifest"), (catalogmod.PATH, "component catalog"))
+IMAGE_FILE_MAX_BYTES = 4 << 20
+IMAGE_FILE_MAX_DEPTH = 32
 
 
-def check_manifest(root: str) -> None:
-    """The image manifest, when there is one, must be a regular file holding UTF-8 JSON before
-    services.read_manifest interprets it: opening a FIFO there would block, a file nested
-    thousands of levels deep would exhaust the parser's stack. Raises files.FileProblem."""
-    real = files.under(root, services.MANIFEST)
-    try:
-        text = files.read_text(real, MANIFEST_MAX_BYTES)
-        if text is not None:
-            files.loads_json(text, MANIFEST_MAX_DEPTH, "a manifest")
-    except (files.Unreadable, files.BadJSON) as exc:
-        raise files.FileProblem("{}: unreadable image manifest ({}); it is written when the image is "
-                                "baked: restore it from the image, or rebuild the image".format(real, exc)) \
-            from None
+def check_image_files(root: str) -> None:
+    """The image's manifest and component catalog, where present, must be regular files holding
+    UTF-8 JSON, inside the root, before services and catalog interpret them: opening a FIFO there
+    would block, a file nested thousands of levels deep would exhaust the parser's stack, a
+    symlink could lead to another machine's files. Raises files.FileProblem."""
+    for path, what in IMAGE_FILES:
+        real = files.under(root, path)
+        try:
+            text = files.read_text(real, IMAGE_FILE_MAX_BYTES)
+            if text is not None:
+                files.loads_json(text, IMAGE_FILE_MAX_DEPTH, "a " + what)
+        except (files.Unreadable, files.BadJSON) as exc:
+            raise files.FileProblem("{}: unreadable {} ({}); it is written when the image is baked: restore "
+                                    "it from the image, or rebuild the image".format(real, what, exc)) \
+                from None
 
 
 def make_plan(spec: Dict[str, Any], root: str, previous: Dict[str, Any]) -> Plan:
     plan = Plan()
-    check_manifest(root)
+    check_image_files(root)
     catalog = catalogmod.load(root)
     plan.units, plan.skipped = services.present(services.role_units(spec, catalog),
                                                 services.read_manifest(root), catalog)

@@ -62,7 +62,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     if args.command == "status":
         try:
-            apply.check_manifest(root)
+            apply.check_image_files(root)
             return status.print_status(root, args.json, sys.stdout)
         except (files.FileProblem, services.ManifestError) as exc:
             _error(str(exc))

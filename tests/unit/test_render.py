@@ -79,7 +79,7 @@ def test_amazon_ebs_security_and_tags(tree: Paths, ssh_key: Path) -> None:
         assert '"kiln:build-time" = local.build_time' in hcl
         assert '"kiln:target" = "ubuntu-24.04"' in hcl
         assert '"kiln:source-ami" = "{{ .SourceAMI }}"' in hcl
-        assert "mesos=1.11.0" in hcl
+        assert "mesos=1.11.1" in hcl
     assert "metadata_options" not in old.replace("no metadata_options", "")
     assert 'http_tokens                 = "required"' in new
     assert 'imds_support = "v2.0"' in new
