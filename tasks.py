@@ -89,6 +89,30 @@ def build(c, target=None, builder=None, config=None, set_=None, profile="", para
         say(f"{r.pair}: {r.directory}")
 
 
+@task(iterable=COMMON, help={
+    **COMMON_HELP,
+    "name": "The component to package: one with components/NAME/package/recipe.json (mesos).",
+    "target": "Target whose native package to build (default debian-12).",
+    "force": "Rebuild even when a package with the same key is cached (recompiles too).",
+    "jobs": "Parallel compile jobs (default: components.NAME.build.jobs).",
+})
+@handle_errors
+def package(c, name, target="debian-12", force=False, jobs=0, config=None, set_=None, profile=""):
+    """Build a component from source into the target's native package (.deb), cached by key.
+
+    Apache Mesos compiles for one to two hours on two cores; progress (files compiled, elapsed,
+    estimate) is printed every minute and everything goes to build/logs/package-NAME-TARGET.log.
+    A second run with the same inputs is a no-op; components.NAME.build.tree packages a prebuilt
+    installed tree instead of compiling."""
+    from kiln.packages import build as packages
+
+    paths = Paths()
+    cfg = config_from(config, set_, profile, paths)
+    built = packages.ensure(cfg.data, paths, name, target, force=force, jobs=int(jobs), say=say)
+    state = "cached" if built.cached else "built"
+    say(f"{name}: {built.path} ({state}; {built.meta['size'] / 2**20:.1f} MiB, key {built.meta['key'][:16]})")
+
+
 @task(iterable=[*COMMON, "target"], help={
     **COMMON_HELP,
     "target": "Target with a locally built base image (default: every such target).",
@@ -298,6 +322,6 @@ def clean(c, all=False):
         say(f"removed {path}")
 
 
-ns = Collection(render, validate, build, base, test, up, status, ssh, ssh_config, down, nightly, report,
-                doctor, pin, clean)
+ns = Collection(render, validate, build, base, package, test, up, status, ssh, ssh_config, down, nightly,
+                report, doctor, pin, clean)
 ns.add_collection(ami_ns)

@@ -56,7 +56,9 @@ class Paths:
 
     @property
     def cache(self) -> Path:
-        return self.build / "cache"
+        """Caches kiln reuses between runs (build roots, compiled packages, image layers): under
+        build/ unless KILN_CACHE_DIR points elsewhere, e.g. one cache for several checkouts."""
+        return Path(os.environ.get("KILN_CACHE_DIR") or self.build / "cache")
 
     @property
     def artifacts(self) -> Path:

@@ -21,15 +21,16 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import StepFailed
+from kiln.errors import StepFailed, UserError
 from kiln.fileutil import locked, write_atomic
 from kiln.packages import buildroot, sandbox
 from kiln.packages import recipe as recipes
+from kiln.paths import Paths
 from kiln.runner import run
 
 PROGRESS_SECONDS = 60.0
@@ -163,3 +164,119 @@ def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+
+
+@dataclass(frozen=True)
+class Tree:
+    """An installed tree to package: compiled here, or prebuilt (a tarball someone else made)."""
+
+    path: Path
+    key: str  # the compile key, or the prebuilt tarball's sha256
+    prefix: str
+    origin: str  # "compiled" or "prebuilt <file>"
+
+
+def package_version(rec: recipes.Recipe, target: str, prebuilt: bool) -> str:
+    """1.11.1-1+kiln.debian12 (compiled here); a prebuilt tree's package says so in its version."""
+    tag = "kiln." + target.replace("-", "").replace(".", "")
+    return f"{rec.version}-{rec.revision}+{tag}" + (".prebuilt" if prebuilt else "")
+
+
+def make_package(rec: recipes.Recipe, tree: Tree, root: buildroot.BuildRoot, target: str, family: str,
+                 cache: Path, *, log: Path, say: Say, force: bool = False) -> Built:
+    """The package of `tree`, built when its key has no complete package in the cache."""
+    fam = rec.family(family)
+    inputs = {**recipes.package_inputs(rec, tree.key, family), "prefix": tree.prefix, "target": target,
+              "version": package_version(rec, target, tree.origin != "compiled")}
+    pkey = recipes.key(inputs)
+    final = package_dir(cache, rec.name, target) / pkey[:16]
+    with locked(final.parent / f".{final.name}.lock"):
+        meta_file = final / META
+        if meta_file.is_file() and not force:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+            return Built(final / meta["file"], meta, True)
+        work = Path(tempfile.mkdtemp(prefix=f".{rec.name}-package-", dir=final.parent))
+        try:
+            env = {"KILN_NAME": rec.name, "KILN_VERSION": inputs["version"], "KILN_FORMAT": fam["format"],
+                   "KILN_SUMMARY": str(rec.data.get("summary", rec.name)),
+                   "KILN_HOMEPAGE": str(rec.data.get("homepage", "")), "KILN_PREFIX": tree.prefix,
+                   "KILN_RUNTIME_DEPENDS": "\n".join(fam["runtime_depends"]),
+                   "KILN_TREE_FILE": tree.path.name}
+            binds = [sandbox.Bind(tree.path.parent, "/kiln/tree"), sandbox.Bind(rec.folder, "/kiln/recipe"),
+                     sandbox.Bind(work, "/kiln/work", read_only=False)]
+            script = f"/kiln/recipe/{recipes.PACKAGE_SCRIPT}"
+            say(f"==> package: {rec.name} {inputs['version']} ({fam['format']}) from the {tree.origin} tree")
+            started = time.monotonic()
+            notes: list[str] = []
+            try:
+                run(sandbox.argv(root.path, ["/bin/bash", script], binds=binds, env=env),
+                    step=f"package {rec.name}", log=log, quiet=True,
+                    on_line=lambda line: notes.append(line) if line.startswith("kiln-") else None)
+            except StepFailed as exc:
+                errors = [n for n in notes if n.startswith("kiln-package: error")]
+                raise UserError(errors[-1].removeprefix("kiln-package: error: ") if errors
+                                else f"packaging {rec.name} failed", f"details in {log}") from exc
+            out = work / "out"
+            produced = next(n.split(": ", 1)[1] for n in notes if n.startswith("kiln-package: "))
+            meta = {
+                "name": rec.name, "version": inputs["version"], "format": fam["format"], "file": produced,
+                "key": pkey, "inputs": inputs, "tree": {"key": tree.key, "origin": tree.origin},
+                "sha256": recipes.sha256_file(out / produced), "size": (out / produced).stat().st_size,
+                "depends": (out / "depends.txt").read_text(encoding="utf-8").split("\n")[:-1],
+                "files": (out / "files.txt").read_text(encoding="utf-8").split("\n")[:-1],
+                "seconds": round(time.monotonic() - started, 1),
+            }
+            shutil.rmtree(final, ignore_errors=True)
+            final.mkdir(parents=True)
+            (out / produced).rename(final / produced)
+            write_atomic(meta_file, json.dumps(meta, indent=2, sort_keys=True) + "\n")  # last: complete
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    say(f"==> package: {final / produced} ({meta['size'] / 2**20:.1f} MiB, {meta['seconds']:.0f}s)")
+    return Built(final / produced, meta, False)
+
+
+def prebuilt_tree(path: Path, sha256: str, prefix: str) -> Tree:
+    """A tree someone else compiled (e.g. ../shared/mesos/*.tar.xz), checked against its sha256."""
+    if not path.is_file():
+        raise UserError(f"prebuilt tree {path} does not exist")
+    actual = recipes.sha256_file(path)
+    if sha256 and actual != sha256.lower():
+        raise UserError(f"prebuilt tree {path} has sha256 {actual}, expected {sha256}")
+    return Tree(path, actual, prefix, f"prebuilt {path.name}")
+
+
+def ensure(config: Mapping[str, Any], paths: Paths, name: str, target: str, *, force: bool = False,
+           jobs: int = 0, say: Say) -> Built:
+    """`invoke package NAME --target T`: the cached package, or build it (compiling when the tree
+    is not cached either). components.<name>.build selects the source or a prebuilt tree."""
+    component = paths.root / "components" / name
+    rec = recipes.load(component)
+    if target not in config["targets"]:
+        known = ", ".join(sorted(config["targets"]))
+        raise UserError(f"--target {target!r}: unknown target (known: {known})")
+    target_cfg = config["targets"][target]
+    family = target_cfg["family"]
+    fam = rec.family(family)
+    settings = dict(config["components"].get(name, {}).get("build", {}))
+    cache = paths.cache
+    log = paths.logs / f"package-{name}-{target}.log"
+    root = buildroot.ensure(target, target_cfg, list(fam["build_depends"]), cache, log=log, say=say)
+    if settings.get("tree"):
+        tree_path = Path(settings["tree"])
+        tree_path = tree_path if tree_path.is_absolute() else paths.root / tree_path
+        tree = prebuilt_tree(tree_path, str(settings.get("tree_sha256", "")),
+                             str(settings.get("tree_prefix") or "/usr/local"))
+    else:
+        source = recipes.find_source(rec, paths.root, str(settings.get("source", "")),
+                                     str(settings.get("source_sha256", "")))
+        path = compile_tree(rec, source, root, target, cache, jobs=jobs or int(settings.get("jobs", 2)),
+                            log=log, say=say, force=force)
+        compiled = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+        tree = Tree(path, compiled["compile_key"], _prefix(rec), "compiled")
+    return make_package(rec, tree, root, target, family, cache, log=log, say=say, force=force)
+
+
+def _prefix(rec: recipes.Recipe) -> str:
+    flag = next((f for f in rec.configure if f.startswith("--prefix=")), "--prefix=/usr/local")
+    return flag.split("=", 1)[1]
