@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
 from kiln import doctor as doctor_mod
 from kiln.paths import Paths
 from kiln.tasks import app
 from kiln.tasks.ami import ns as ami_ns
-from kiln.tasks.cli import COMMON_HELP, config_from, handle_errors, say, split_csv
+from kiln.tasks.cache import ns as cache_ns
+from kiln.tasks.cli import (
+    ACCELERATORS,
+    COMMON_HELP,
+    config_from,
+    enable_help,
+    handle_errors,
+    one_of,
+    say,
+    split_csv,
+    task,
+)
 from kiln.tasks.report import report
 
 SELECT_HELP = {
@@ -26,9 +37,10 @@ def render(c, target=None, builder=None, config=None, set_=None, profile=""):
     """Render Packer templates and Vagrantfiles into build/ (no tool runs)."""
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
-    result = app.render(cfg, paths, split_csv(target), split_csv(builder))
+    result = app.render(cfg, paths, split_csv(target), split_csv(builder, "--builder"))
     for item in result.packer:
-        say(f"rendered {item.template.relative_to(paths.root)}")
+        for template in item.templates:
+            say(f"rendered {template.relative_to(paths.root)}")
     for directory in result.vagrant:
         say(f"rendered {(directory / 'Vagrantfile').relative_to(paths.root)}")
 
@@ -39,7 +51,7 @@ def validate(c, target=None, builder=None, config=None, set_=None, profile=""):
     """Render, then packer validate + shellcheck + vagrant validate; summary table."""
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
-    summary = app.validate(cfg, paths, split_csv(target), split_csv(builder))
+    summary = app.validate(cfg, paths, split_csv(target), split_csv(builder, "--builder"))
     say("")
     say(summary.table())
     failed = [ch for ch in summary.checks if ch.result == "FAIL"]
@@ -55,10 +67,7 @@ def validate(c, target=None, builder=None, config=None, set_=None, profile=""):
 @handle_errors
 def doctor(c, goal="all", probe=False):
     """Check the tools a goal needs: found / missing / how to install."""
-    if goal not in doctor_mod.GOALS:
-        from kiln.errors import UserError
-
-        raise UserError(f"--goal {goal!r}: expected one of {', '.join(doctor_mod.GOALS)}")
+    one_of("--goal", goal, doctor_mod.GOALS)
     findings = doctor_mod.run_checks(Paths(), goal, probe)
     say(doctor_mod.table(findings))
     blocking = doctor_mod.needed(findings, goal)
@@ -67,34 +76,46 @@ def doctor(c, goal="all", probe=False):
         raise Exit(code=2)
 
 
-@task(iterable=[*COMMON, "target", "builder"], help={
+@task(iterable=[*COMMON, "target", "builder"], bounds={"parallel": (1, 64)}, help={
     **COMMON_HELP, **SELECT_HELP,
     "parallel": "Build up to N pairs at once (default 1; base images are built first, one by one).",
     "accel": "QEMU accelerator: auto (probe whether KVM really runs a guest), kvm or tcg.",
     "quiet": "Print only kiln's stage lines; Packer's output still goes to build/logs/.",
     "force_base": "Rebuild cached base images even when their inputs did not change.",
+    "force": "Rebuild every layer even when the cache has it (the base image: --force-base).",
+    "explain": "Build nothing: say, per layer, which inputs changed since the published image.",
 })
 @handle_errors
 def build(c, target=None, builder=None, config=None, set_=None, profile="", parallel=1,
-          accel="", quiet=False, force_base=False):
-    """Bake images with Packer into build/artifacts/<target>-<builder>/."""
+          accel="", quiet=False, force_base=False, force=False, explain=False):
+    """Bake images with Packer into build/artifacts/<target>-<builder>/, layer by cached layer.
+
+    A qemu image is a chain of layers (base OS -> system packages -> kiln's payload), each cached
+    by a key over everything that can change it: only the layers from the first changed one up
+    are rebuilt, and with nothing changed the build says "up to date" in seconds."""
     from kiln.image import build as build_mod
 
+    one_of("--accel", accel, ACCELERATORS)
+    targets, builders = split_csv(target), split_csv(builder, "--builder")
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
-    results = build_mod.run_builds(cfg, paths, split_csv(target), split_csv(builder),
-                                   parallel=int(parallel), accel=accel or None, quiet=quiet,
-                                   force_base=force_base)
+    if explain:
+        for line in build_mod.explain_builds(cfg, paths, targets, builders):
+            say(line)
+        return
+    results = build_mod.run_builds(cfg, paths, targets, builders, parallel=parallel, accel=accel or None,
+                                   quiet=quiet, force_base=force_base, force=force)
     for r in results:
-        say(f"{r.pair}: {r.directory}")
+        state = "up to date" if r.up_to_date else f"built {', '.join(r.built) or 'nothing'}"
+        say(f"{r.pair}: {r.directory} ({state}{f'; key {r.key[:16]}' if r.key else ''})")
 
 
-@task(iterable=COMMON, help={
+@task(iterable=COMMON, bounds={"jobs": (0, 256)}, help={
     **COMMON_HELP,
     "name": "The component to package: one with components/NAME/package/recipe.json (mesos).",
     "target": "Target whose native package to build (default debian-12).",
     "force": "Rebuild even when a package with the same key is cached (recompiles too).",
-    "jobs": "Parallel compile jobs (default: components.NAME.build.jobs).",
+    "jobs": "Parallel compile jobs (default 0: components.NAME.build.jobs).",
 })
 @handle_errors
 def package(c, name, target="debian-12", force=False, jobs=0, config=None, set_=None, profile=""):
@@ -108,7 +129,7 @@ def package(c, name, target="debian-12", force=False, jobs=0, config=None, set_=
 
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
-    built = packages.ensure(cfg.data, paths, name, target, force=force, jobs=int(jobs), say=say)
+    built = packages.ensure(cfg.data, paths, name, target, force=force, jobs=jobs, say=say)
     state = "cached" if built.cached else "built"
     say(f"{name}: {built.path} ({state}; {built.meta['size'] / 2**20:.1f} MiB, key {built.meta['key'][:16]})")
 
@@ -126,13 +147,15 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
     names = split_csv(target) or [n for n, t in cfg["targets"].items() if "base" in t]
-    for name in names:
-        entry = cfg["targets"].get(name)
-        if entry is None or "base" not in entry:
+    for name in names:  # every name checked before the first image is built
+        if "base" not in cfg["targets"].get(name, {}):
             from kiln.errors import UserError
 
-            raise UserError(f"target {name!r} has no `base` block: it starts from a downloaded image")
-        image = build_base(name, entry, paths.build, force=force,
+            raise UserError(f"target {name!r} has no `base` block: it starts from a downloaded image",
+                            "targets with one: " + ", ".join(n for n, t in cfg["targets"].items()
+                                                             if "base" in t))
+    for name in names:
+        image = build_base(name, cfg["targets"][name], paths.build, force=force,
                            log=paths.logs / f"base-{name}.log")
         say(f"{name}: {image.path}")
 
@@ -152,6 +175,8 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
 def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile="", accel="",
          cluster="", aws="", region="", quiet=False):
     """Verify with the testinfra suites: a booted image (standalone node spec) or a cluster."""
+    one_of("--accel", accel, ACCELERATORS)
+    one_of("--builder", builder, ("qemu",))
     paths = Paths()
     if aws:
         from kiln.aws.cluster import verify as verify_aws
@@ -181,11 +206,35 @@ def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile=
         raise Exit(code=1)
 
 
+def nightly_options(cluster_shape: str, accel: str, report_dir: str, expect_file: list[str] | None
+                    ) -> tuple[str, str, list[str]]:
+    """nightly's options, checked before anything is built: (cluster_shape, accel, expect_files)."""
+    from pathlib import Path
+
+    from kiln.config.shapes import parse_shape
+    from kiln.errors import UserError
+
+    if cluster_shape:
+        try:
+            parse_shape(cluster_shape)
+        except ValueError as exc:
+            raise UserError(f"--cluster-shape: {exc}", "or --cluster-shape '' for no cluster") from None
+    one_of("--accel", accel, ACCELERATORS)
+    if report_dir and Path(report_dir).exists() and not Path(report_dir).is_dir():
+        raise UserError(f"--report-dir {report_dir}: exists and is not a directory",
+                        "name a directory (it is created when missing)")
+    for name in expect_file or []:
+        if not name.startswith("/") or ":" in name:
+            raise UserError(f"--expect-file {name!r}: expected an absolute path on the node without ':'",
+                            "e.g. --expect-file /etc/kiln/canary")
+    return cluster_shape, accel, list(expect_file or [])
+
+
 CLUSTER_HELP = {"cluster": "Cluster name (a directory under build/vagrant/; default: the only one "
                            "with machines)."}
 
 
-@task(iterable=COMMON, help={
+@task(iterable=COMMON, bounds={"timeout": (1, 86400)}, help={
     **COMMON_HELP,
     "shape": "1 (one standalone node), Nm (N masters) or NmMa (N masters, M agents), e.g. 3m2a "
              "(default: cluster.default_shape).",
@@ -202,6 +251,7 @@ def up(c, shape="", name="", provider="", accel="", timeout=900, quiet=False, co
     from kiln.config.catalog import one_line
     from kiln.vagrant import cluster as cluster_mod
 
+    one_of("--accel", accel, ACCELERATORS)
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
     result, ready, seconds = cluster_mod.up(cfg, paths, shape or cfg["cluster"]["default_shape"],
@@ -232,14 +282,14 @@ def status(c, cluster=""):
         say(f"{'READY' if overall.ready else 'NOT READY'}: {overall.line()}")
 
 
-@task(help={**CLUSTER_HELP, "node": "Machine name, e.g. m1 or a2 (invoke ssh m1).",
+@task(free_text=["command"], help={**CLUSTER_HELP, "node": "Machine name, e.g. m1 or a2 (invoke ssh m1).",
             "command": "Run this command instead of an interactive shell."})
 @handle_errors
 def ssh(c, node, cluster="", command=""):
     """Log in to a cluster machine (vagrant ssh)."""
     from kiln.vagrant import cluster as cluster_mod
 
-    if node.startswith("-"):  # invoke hands `invoke ssh --help` over as the machine name
+    if node.startswith("-"):  # an option where the machine name goes (--help prints the help)
         from kiln.errors import UserError
 
         raise UserError("usage: invoke ssh NODE [--cluster NAME] [--command CMD]",
@@ -269,6 +319,9 @@ def down(c, cluster="", destroy=False):
 
     found = cluster_mod.down(Paths(), cluster or None, destroy)
     say(f"{found.name}: {'destroyed' if destroy else 'halted'}")
+    note = app.box_stays(found.data.get("box")) if destroy else ""
+    if note:
+        say(note)
 
 
 @task(iterable=[*COMMON, "targets", "expect_file"], help={
@@ -289,13 +342,14 @@ def nightly(c, targets=None, report_dir="", cluster_shape="3m", accel="", expect
 
     from kiln.nightly import Options, run_nightly
 
+    names = split_csv(targets, "--targets")
+    options = nightly_options(cluster_shape, accel, report_dir, expect_file)
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
     overlay = [*(f"--config={f}" for f in config or []), *(f"--set={s}" for s in set_ or []),
                *([f"--profile={profile}"] if profile else [])]
     reports = Path(report_dir) if report_dir else paths.reports
-    run, written = run_nightly(cfg, paths, split_csv(targets), reports,
-                               Options(overlay, cluster_shape, accel, list(expect_file or [])))
+    run, written = run_nightly(cfg, paths, names, reports, Options(overlay, *options))
     for entry in run.entries:
         say(f"  {entry.result:<8} {entry.name}{': ' + entry.reason if entry.reason else ''}")
     say(f"nightly: {run.verdict.upper()} in {run.seconds:.0f}s; reports: {written.html}, {written.junit}, "
@@ -308,20 +362,48 @@ def nightly(c, targets=None, report_dir="", cluster_shape="3m", accel="", expect
 @handle_errors
 def pin(c, target=None):
     """Fetch published checksum files and pin image sha256 values in config.json (online)."""
+    from kiln.errors import UserError
     from kiln.image.pin import pin_targets
 
-    for name, (old, new) in pin_targets(Paths().config, split_csv(target)).items():
+    paths = Paths()
+    names = split_csv(target)
+    targets = config_from(None, None, None, paths)["targets"]  # config.json checked before any download
+    pinnable = [n for n, t in targets.items() if "image" in t]
+    for name in names:
+        if name not in pinnable:
+            raise UserError(f"--target {name!r}: no downloadable image to pin",
+                            f"targets with one: {', '.join(pinnable)}")
+    for name, (old, new) in pin_targets(paths.config, names).items():
         say(f"{name}: {old or '(unpinned)'} -> {new}")
 
 
-@task(help={"all": "Also remove caches: base images, the KVM probe result, build keys."})
+@task(iterable=COMMON, help={
+    **COMMON_HELP,
+    "all": "Also remove caches: base images, the KVM probe result, build keys.",
+    "boxes": "Also remove the Vagrant boxes kiln added (trial.box_name, from Vagrant's boxes and "
+             "libvirt's default pool, qemu:///system or $KILN_LIBVIRT_URI); refused while machines exist.",
+})
 @handle_errors
-def clean(c, all=False):
-    """Remove generated files under build/ (keeps caches unless --all)."""
-    for path in app.clean(Paths(), everything=all):
+def clean(c, all=False, boxes=False, config=None, set_=None, profile=""):
+    """Remove generated files under build/ (keeps caches unless --all; boxes only with --boxes)."""
+    paths = Paths()
+    uri = app.libvirt_uri()
+    plan = app.plan_boxes(config_from(config, set_, profile, paths), paths, uri) if boxes else None
+    for path in app.clean(paths, everything=all):
         say(f"removed {path}")
+    if plan is None:
+        return
+    if plan.pool_note:
+        say(f"note: {plan.pool_note}")
+    done = app.remove_boxes(plan, uri)
+    for line in done:
+        say(f"removed {line}")
+    if not done:
+        say(f"no box {plan.box_name} in {plan.folder.parent} or libvirt's pool: nothing to remove")
 
 
 ns = Collection(render, validate, build, base, package, test, up, status, ssh, ssh_config, down, nightly,
                 report, doctor, pin, clean)
 ns.add_collection(ami_ns)
+ns.add_collection(cache_ns)
+enable_help(ns)

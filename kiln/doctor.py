@@ -1,7 +1,9 @@
 """`invoke doctor`: which tools the user's goal needs, which are here, how to get the rest.
 
-Fast by design (no VM boot): version queries run in parallel, and the KVM verdict comes
-from the accelerator probe's cache (`invoke doctor --probe` refreshes it).
+Every program kiln runs is in TOOLS with its Debian package and the goals that need it; a
+missing one that the goal needs makes `invoke doctor --goal G` exit 2. Fast by design (no VM
+boot): version queries run in parallel, and the KVM verdict comes from the accelerator probe's
+cache (`invoke doctor --probe` refreshes it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,66 @@ class Finding:
         return self.status == "missing"
 
 
+@dataclass(frozen=True)
+class Tool:
+    """An external program some task runs, the Debian package that has it (scripts/setup installs
+    it) and the goals that need it. `version`: the arguments that make it print its version (None:
+    it has none; being on PATH is enough)."""
+
+    program: str
+    package: str
+    goals: tuple[str, ...]
+    version: tuple[str, ...] | None = ("--version",)
+
+
+# Every program kiln runs, for the goal that needs it. tests/unit/test_doctor_tools.py derives the
+# programs from the code's own calls (which(), run(), capture(), ...) and checks that each is here
+# and that scripts/setup installs its package: add a tool in all three places.
+TOOLS: tuple[Tool, ...] = (
+    Tool("packer", "packer", ("build", "aws")),
+    Tool("qemu-system-x86_64", "qemu-system-x86", ("build", "vagrant")),
+    Tool("qemu-img", "qemu-utils", ("build", "vagrant")),
+    Tool("genisoimage", "genisoimage", ("build",)),  # Packer's cd_files (the cloud-init seed)
+    Tool("shellcheck", "shellcheck", ("build",)),
+    Tool("ssh", "openssh-client", ("build", "vagrant", "aws"), ("-V",)),
+    Tool("ssh-keygen", "openssh-client", ("build", "vagrant", "aws"), None),
+    Tool("git", "git", ("build",)),
+    # base images (mmdebstrap into a loop-mounted disk) and package build roots
+    Tool("mmdebstrap", "mmdebstrap", ("build",)),
+    Tool("sfdisk", "fdisk", ("build",)),
+    Tool("losetup", "mount", ("build",)),
+    Tool("mount", "mount", ("build",)),
+    Tool("umount", "mount", ("build",)),
+    Tool("mkfs.ext4", "e2fsprogs", ("build",), ("-V",)),
+    Tool("extlinux", "extlinux", ("build",)),
+    Tool("chroot", "coreutils", ("build",)),
+    Tool("truncate", "coreutils", ("build",)),
+    Tool("dd", "coreutils", ("build",)),
+    Tool("tar", "tar", ("build",)),
+    Tool("unshare", "util-linux", ("build", "vagrant")),
+    # the KVM probe's kernel, fetched from the host's apt mirror
+    Tool("apt-get", "apt", ("build",)),
+    Tool("apt-cache", "apt", ("build",)),
+    Tool("dpkg-deb", "dpkg", ("build",)),
+    # Vagrant clusters, and libvirtd in a network namespace of its own (nightly, tests)
+    Tool("vagrant", "vagrant", ("vagrant",)),
+    Tool("libvirtd", "libvirt-daemon-system", ("vagrant",)),
+    Tool("virtlogd", "libvirt-daemon-system", ("vagrant",)),
+    Tool("virsh", "libvirt-clients", ("vagrant",)),
+    Tool("dnsmasq", "dnsmasq-base", ("vagrant",)),
+    Tool("ip", "iproute2", ("vagrant",), ("-V",)),
+    Tool("pgrep", "procps", ("vagrant",), ("-V",)),
+    Tool("VBoxManage", "virtualbox", ("vagrant-vbox",)),
+)
+FIXES = {"VBoxManage": "install VirtualBox from virtualbox.org (optional: libvirt works too)"}
+BY_PROGRAM = {t.program: t for t in TOOLS}
+MBR_FILES = (Path("/usr/lib/syslinux/mbr/mbr.bin"), Path("/usr/lib/EXTLINUX/mbr.bin"))
+
+
+def fix_for(tool: Tool) -> str:
+    return FIXES.get(tool.program, f"apt-get install {tool.package}")
+
+
 def _version_of(argv: list[str], pattern: str = r"\d+\.\d+(\.\d+)?") -> str | None:
     out = capture(argv, timeout=10, merge_stderr=True)
     if out is None:
@@ -44,23 +106,35 @@ def _version_of(argv: list[str], pattern: str = r"\d+\.\d+(\.\d+)?") -> str | No
     return out.strip().splitlines()[0][:40] if out.strip() else "installed"
 
 
-def _tool(name: str, argv: list[str], fix: str, goals: tuple[str, ...]) -> Callable[[], Finding]:
+def _tool(tool: Tool) -> Callable[[], Finding]:
     def check() -> Finding:
-        if shutil.which(argv[0]) is None:
+        name, fix, goals = tool.program, fix_for(tool), tool.goals
+        path = shutil.which(name)
+        if path is None:
             return Finding(name, "missing", "not on PATH", fix, goals)
-        version = _version_of(argv)
+        if tool.version is None:
+            return Finding(name, "found", path, "", goals)
+        version = _version_of([name, *tool.version])
         if version is None:
-            return Finding(name, "warn", f"{argv[0]} found but `{' '.join(argv)}` failed", fix, goals)
+            return Finding(name, "warn", f"{path} found but `{name} {' '.join(tool.version)}` failed", fix,
+                           goals)
         return Finding(name, "found", version, "", goals)
 
     return check
 
 
+def _mbr() -> Finding:
+    found = next((p for p in MBR_FILES if p.is_file()), None)
+    if found is None:
+        return Finding("mbr.bin", "missing", "syslinux's MBR (base images boot with extlinux)",
+                       "apt-get install syslinux-common", ("build",))
+    return Finding("mbr.bin", "found", str(found), "", ("build",))
+
+
 def _packer() -> Finding:
     from kiln.image.packer import installed_version
 
-    goals = ("build", "aws")
-    fix = "apt-get install packer"
+    goals, fix = BY_PROGRAM["packer"].goals, fix_for(BY_PROGRAM["packer"])
     if shutil.which("packer") is None:
         return Finding("packer", "missing", "not on PATH", fix, goals)
     version = installed_version()
@@ -88,8 +162,7 @@ def _accelerator(cache_dir: Path, probe: bool) -> Callable[[], Finding]:
 
 
 def _libvirtd() -> Finding:
-    goals = ("vagrant",)
-    fix = "apt-get install libvirt-daemon-system dnsmasq-base"
+    goals, fix = BY_PROGRAM["libvirtd"].goals, fix_for(BY_PROGRAM["libvirtd"])
     if shutil.which("libvirtd") is None:
         return Finding("libvirtd", "missing", "not installed", fix, goals)
     running = Path("/run/libvirt/libvirt-sock").exists()
@@ -129,22 +202,9 @@ def _aws_credentials() -> Finding:
 
 
 def checks(paths: Paths, probe: bool = False) -> list[Callable[[], Finding]]:
-    return [
-        _packer,
-        _tool("qemu-system-x86_64", ["qemu-system-x86_64", "--version"],
-              "apt-get install qemu-system-x86", ("build", "vagrant")),
-        _tool("qemu-img", ["qemu-img", "--version"], "apt-get install qemu-utils", ("build",)),
-        _accelerator(paths.cache, probe),
-        _tool("mmdebstrap", ["mmdebstrap", "--version"], "apt-get install mmdebstrap", ("build",)),
-        _tool("shellcheck", ["shellcheck", "--version"], "apt-get install shellcheck", ("build",)),
-        _tool("ssh-keygen", ["ssh", "-V"], "apt-get install openssh-client", ("build", "vagrant", "aws")),
-        _tool("vagrant", ["vagrant", "--version"], "apt-get install vagrant", ("vagrant",)),
-        _vagrant_libvirt,
-        _libvirtd,
-        _tool("VirtualBox", ["VBoxManage", "--version"],
-              "install VirtualBox from virtualbox.org (optional: libvirt works too)", ("vagrant-vbox",)),
-        _aws_credentials,
-    ]
+    special: dict[str, Callable[[], Finding]] = {"packer": _packer, "libvirtd": _libvirtd}
+    found = [special.get(t.program) or _tool(t) for t in TOOLS]
+    return [*found, _mbr, _accelerator(paths.cache, probe), _vagrant_libvirt, _aws_credentials]
 
 
 def run_checks(paths: Paths, goal: str = "all", probe: bool = False) -> list[Finding]:
@@ -156,9 +216,10 @@ def run_checks(paths: Paths, goal: str = "all", probe: bool = False) -> list[Fin
 
 
 def needed(findings: list[Finding], goal: str) -> list[Finding]:
-    """Missing tools that block the goal (VirtualBox is optional everywhere)."""
-    return [f for f in findings if f.blocking and "vagrant-vbox" not in f.goals
-            and ((goal == "all" and "aws" not in f.goals) or goal in f.goals)]
+    """Missing tools that block the goal: for 'all', whatever building or Vagrant needs (AWS
+    credentials and VirtualBox are optional there)."""
+    wanted = {"build", "vagrant"} if goal == "all" else {goal}
+    return [f for f in findings if f.blocking and wanted & set(f.goals)]
 
 
 def table(findings: list[Finding]) -> str:

@@ -106,19 +106,15 @@ def _why_not(config: Config, pair: Pair, online: Callable[[str], bool], credenti
     builder = pair.builder.name
     if builder in ("qemu", "virtualbox") and not have("packer"):
         return "packer is not installed"
-    if builder == "qemu" and not have("qemu-system-x86_64"):
+    if builder in ("qemu", "virtualbox") and not have("qemu-system-x86_64"):
         return "qemu-system-x86_64 is not installed"
-    if builder == "virtualbox":
-        if not have("VBoxManage"):
-            return "VirtualBox is not installed"
-        return "boot tests of VirtualBox boxes are not written yet (kiln boots qcow2 images)"
     if builder == "amazon-ebs":
         if not have("packer"):
             return "packer is not installed"
         if not credentials():
             return "no AWS credentials (the standard boto3 chain found none)"
     image = pair.target.image
-    if builder == "qemu" and image is not None and not online(image["url"]):
+    if builder in ("qemu", "virtualbox") and image is not None and not online(image["url"]):
         host = urllib.parse.urlsplit(image["url"]).hostname
         return f"{host} is not reachable: the source image cannot be downloaded (offline?)"
     return ""

@@ -1,10 +1,15 @@
-"""haproxy.cfg from parsed Marathon apps: same apps in, same bytes out.
+"""haproxy.cfg from the routes of Marathon's apps or Mesos' tasks: same routes in, same bytes out.
 
 Two kinds of routing:
 - one TCP `listen` per service port (what the classic haproxy-marathon-bridge wrote), and
 - one HTTP frontend on the vhost port choosing a backend by Host header, for apps labelled
   HAPROXY_0_VHOST (the marathon-lb convention); it always exists, so unknown hosts get a 503
   instead of a refused connection.
+
+Whatever the model accepts renders a config `haproxy -c` accepts: names and addresses are
+checked there; here, two tasks at one address give one server (haproxy refuses a server name
+twice in a backend), and an app's host names are spread over several `acl` lines (haproxy
+reads at most 64 words per line).
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import List, NamedTuple, Optional, Sequence
 
 from kiln_bridge.model import App, BadResponse
 
-COMMENT = "# Written by kiln-haproxy-bridge from Marathon's apps; local edits are overwritten."
+COMMENT = "# Written by kiln-haproxy-bridge; local edits are overwritten."
+# Host names per `acl` line: with the other words of the line, well below haproxy's 64.
+HOSTS_PER_ACL = 50
 DEFAULTS_SECTION = """\
 defaults
   log global
@@ -77,11 +84,14 @@ def _address(bind: str, port: int) -> str:
 
 
 def _servers(app: App, port_index: int) -> List[str]:
-    lines = []
-    for task in app.tasks:
-        if len(task.ports) > port_index:
+    lines: List[str] = []
+    seen = set()
+    for task in app.tasks:  # sorted by address
+        if len(task.ports) > port_index and task.ports[port_index]:
             target = "%s:%d" % (task.host, task.ports[port_index])
-            lines.append("  server %s %s check" % (target, target))
+            if target not in seen:
+                seen.add(target)
+                lines.append("  server %s %s check" % (target, target))
     return lines
 
 
@@ -90,7 +100,10 @@ def _vhost_section(apps: Sequence[App], vhost_port: int, bind: str) -> List[str]
     out = ["", "frontend vhosts", "  bind %s" % _address(bind, vhost_port), "  mode http",
            "  timeout http-request 10s"]
     for app in routed:
-        out.append("  acl vhost_%s hdr(host),field(1,:) -i %s" % (app.name, " ".join(app.vhosts)))
+        # Several lines defining one acl name match when any of them does.
+        for start in range(0, len(app.vhosts), HOSTS_PER_ACL):
+            hosts = " ".join(app.vhosts[start:start + HOSTS_PER_ACL])
+            out.append("  acl vhost_%s hdr(host),field(1,:) -i %s" % (app.name, hosts))
         out.append("  use_backend vhost_%s if vhost_%s" % (app.name, app.name))
     for app in routed:
         out += ["", "backend vhost_%s" % app.name, "  mode http", "  balance roundrobin",

@@ -68,9 +68,10 @@ def make_plan(spec: Dict[str, Any], root: str, previous: Dict[str, Any]) -> Plan
     plan = Plan()
     check_image_files(root)
     catalog = catalogmod.load(root)
-    plan.units, plan.skipped = services.present(services.role_units(spec, catalog),
-                                                services.read_manifest(root), catalog)
-    wanted = {p: v for p, v in render.render(spec, catalog).items()
+    manifest = services.read_manifest(root)
+    plan.units, plan.skipped = services.present(services.role_units(spec, catalog), manifest, catalog)
+    present = None if manifest is None else list(manifest)
+    wanted = {p: v for p, v in render.render(spec, catalog, present).items()
               if not services.readers(p, catalog) or set(services.readers(p, catalog)) & set(plan.units)}
     hosts_real = files.under(root, render.HOSTS)
     existing = files.read(hosts_real)

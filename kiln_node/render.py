@@ -12,7 +12,7 @@ Choices worth knowing:
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from kiln_node import catalog as catalogmod
 from kiln_node import spec as specmod
@@ -36,9 +36,10 @@ class HostsError(Exception):
     pass
 
 
-def render(spec: Dict[str, Any], catalog: Dict[str, Any]) -> Files:
+def render(spec: Dict[str, Any], catalog: Dict[str, Any], present: Optional[Sequence[str]] = None) -> Files:
     """path -> (content, mode) for every file this node's role needs, /etc/hosts excepted; ports
-    come from the image's component catalog."""
+    come from the image's component catalog. `present`: the components the image holds (None:
+    unknown, all)."""
     role = spec["role"]
     options = specmod.options_of(spec)
     files: Files = {}
@@ -70,7 +71,8 @@ def render(spec: Dict[str, Any], catalog: Dict[str, Any]) -> Files:
     if servers and options["marathon"]:
         files[MARATHON_ENV] = (marathon_env(spec, catalog), 0o644)
     if servers and options["haproxy"]:
-        files[BRIDGE_ENV] = (bridge_env(spec, catalog), 0o644)
+        marathon = bool(options["marathon"]) and (present is None or "marathon" in present)
+        files[BRIDGE_ENV] = (bridge_env(spec, catalog, marathon), 0o644)
     if specmod.rancher_configured(options):
         files[RANCHER_ENV] = (rancher_env(spec, options["rancher"], catalog), 0o600)
     return files
@@ -137,10 +139,14 @@ def marathon_env(spec: Dict[str, Any], catalog: Dict[str, Any]) -> str:
     ], "environment of marathon.service")
 
 
-def bridge_env(spec: Dict[str, Any], catalog: Dict[str, Any]) -> str:
-    port = catalogmod.port(catalog, "marathon", "http")
+def bridge_env(spec: Dict[str, Any], catalog: Dict[str, Any], marathon: bool = True) -> str:
+    """The bridge routes what Marathon runs when the node runs Marathon, else what the leading Mesos
+    master's /state shows (tasks of any framework)."""
+    source, port_name = ("marathon", "http") if marathon else ("mesos", "master")
+    port = catalogmod.port(catalog, source, port_name)
     urls = ",".join("http://{}:{}".format(m, port) for m in spec["masters"])
-    return _env([("KILN_BRIDGE_MARATHON_URLS", urls)], "environment of kiln-haproxy-bridge.service")
+    return _env([("KILN_BRIDGE_SOURCE", source), ("KILN_BRIDGE_{}_URLS".format(source.upper()), urls)],
+                "environment of kiln-haproxy-bridge.service")
 
 
 def rancher_env(spec: Dict[str, Any], rancher: Dict[str, str], catalog: Dict[str, Any]) -> str:

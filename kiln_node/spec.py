@@ -340,9 +340,5 @@ def rancher_configured(options: Dict[str, Any]) -> bool:
     return bool(options["rancher"].get("cattle_url"))
 
 
-def zk_hosts(spec: Dict[str, Any]) -> str:
-    return ",".join("{}:2181".format(m) for m in spec["masters"])
-
-
 def quorum(spec: Dict[str, Any]) -> int:
     return len(spec["masters"]) // 2 + 1

@@ -263,8 +263,14 @@ PY
 
 _KILN_APT_STAMP=/var/lib/apt/kiln-update.stamp
 _KILN_POLICY_RC=/usr/sbin/policy-rc.d
+# kiln's package cache, when the build has one (KILN_APT_PROXY): given to each apt command,
+# never written into the image's apt configuration.
+_KILN_APT_PROXY_OPTS=()
+if [[ -n "${KILN_APT_PROXY:-}" ]]; then
+  _KILN_APT_PROXY_OPTS=(-o "Acquire::http::Proxy=$KILN_APT_PROXY")
+fi
 _KILN_APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=600
-  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold)
+  -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${_KILN_APT_PROXY_OPTS[@]}")
 
 # Lists are stale when never fetched by kiln, older than KILN_APT_MAX_AGE seconds, gone
 # (cleanup removes them), or when a source or keyring changed since the last update.
@@ -280,7 +286,7 @@ _kiln_apt_lists_stale() {
 
 apt_update() {
   kiln_log "updating package lists (apt-get update)"
-  if ! DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600; then
+  if ! DEBIAN_FRONTEND=noninteractive apt-get update -q -o DPkg::Lock::Timeout=600 "${_KILN_APT_PROXY_OPTS[@]}"; then
     kiln_die "apt-get update failed: a package source in /etc/apt/sources.list* is unreachable or not validly signed (see the lines above)"
   fi
   touch "$_KILN_APT_STAMP"

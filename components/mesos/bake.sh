@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# mesos: Apache Mesos (retired upstream) from AVENTER's aventer-mesos repository on the targets
-# listed in components.mesos.supported_targets, or from a .deb/.rpm the user pins with
-# components.mesos.package_url + package_sha256 (any target). No source for the target is an
-# error before anything is installed, never a silent skip. mesos-master and mesos-agent stay
-# disabled; kiln-node writes /etc/mesos* and enables the node's role at boot.
+# mesos: Apache Mesos (retired upstream), by components.mesos.source:
+#   build        the package kiln built from source (invoke package mesos); kiln uploads it and
+#                sets package_url/package_sha256 to it
+#   package_url  a .deb/.rpm the user pins with components.mesos.package_url + package_sha256
+#   aventer      AVENTER's aventer-mesos repository, on components.mesos.supported_targets only
+# No source for the target is an error before anything is installed, never a silent skip.
+# mesos-master and mesos-agent stay disabled; kiln-node writes /etc/mesos* and enables the
+# node's role at boot. Mesos 1.11 predates cgroups v2: the kernel boots with the v1 hierarchy.
 set -Eeuo pipefail
 # shellcheck source-path=SCRIPTDIR
 # shellcheck source=../../provision/lib.sh
@@ -11,16 +14,27 @@ set -Eeuo pipefail
 
 package_url=${KILN_MESOS_PACKAGE_URL:-}
 supported=${KILN_MESOS_SUPPORTED_TARGETS:-}
+source=${KILN_MESOS_SOURCE:-}
 
 # --- decide and check everything before changing the machine
-if [[ -n "$package_url" ]]; then
-  mode=package_url
-elif [[ " $supported " == *" $KILN_TARGET "* ]]; then
-  mode=repository
-else
-  listed=${supported:-none}
-  kiln_die "no Mesos package source for target $KILN_TARGET: AVENTER's repository is only configured for components.mesos.supported_targets = [${listed// /, }], and no Mesos package is known for $KILN_TARGET. Set components.mesos.package_url to a Mesos .deb or .rpm built for $KILN_TARGET (an http(s) URL, or a path inside the build VM) and components.mesos.package_sha256 to its sha256; or leave \"mesos\" out of components.enabled for this target."
-fi
+case "$source" in
+  build)
+    [[ -n "$package_url" ]] || kiln_die "components.mesos.source is build, but kiln passed no package: build it with \`invoke package mesos --target $KILN_TARGET\` (invoke build does it for you)"
+    mode=package_url
+    ;;
+  package_url)
+    [[ -n "$package_url" ]] || kiln_die "components.mesos.source is package_url, but components.mesos.package_url is empty"
+    mode=package_url
+    ;;
+  aventer)
+    if [[ " $supported " != *" $KILN_TARGET "* ]]; then
+      listed=${supported:-none}
+      kiln_die "no Mesos package source for target $KILN_TARGET: AVENTER's repository is only configured for components.mesos.supported_targets = [${listed// /, }]. Use components.mesos.source = build (kiln builds Mesos from source), or package_url with a Mesos .deb or .rpm for $KILN_TARGET; or leave \"mesos\" out of components.enabled for this target."
+    fi
+    mode=repository
+    ;;
+  *) kiln_die "components.mesos.source '$source' is not one of build, package_url, aventer" ;;
+esac
 
 if [[ "$mode" == package_url ]]; then
   kiln_need KILN_MESOS_PACKAGE_SHA256 components.mesos.package_sha256
@@ -102,12 +116,31 @@ for binary in mesos-master mesos-agent; do
   command -v "$binary" >/dev/null || kiln_die "$package is installed but provides no $binary: is it a Mesos package?"
 done
 service_disable mesos-master.service mesos-agent.service mesos-slave.service
-install -d -m 0755 /etc/mesos /etc/mesos-master /etc/mesos-agent
+install -d -m 0755 /etc/mesos /etc/mesos-master /etc/mesos-agent /var/lib/mesos /var/log/mesos
+
+# Mesos 1.11's Linux launcher and cgroups isolators know only the v1 hierarchy (systemd boots
+# v2 by default since Debian 12): ask for v1 on the kernel command line, whichever loader.
+cgroup_v1=systemd.unified_cgroup_hierarchy=0
+if [[ -f /boot/extlinux/extlinux.conf ]]; then
+  if ! grep -q "APPEND.*$cgroup_v1" /boot/extlinux/extlinux.conf; then
+    sed "/^[[:space:]]*APPEND /s/\$/ $cgroup_v1/" /boot/extlinux/extlinux.conf |
+      write_file_if_changed /boot/extlinux/extlinux.conf 0644
+  fi
+elif [[ -d /etc/default/grub.d ]] || [[ -f /etc/default/grub ]]; then
+  install -d -m 0755 /etc/default/grub.d
+  printf '%s\n' "# kiln (mesos): Mesos 1.11 needs the cgroup v1 hierarchy" \
+    "GRUB_CMDLINE_LINUX=\"\$GRUB_CMDLINE_LINUX $cgroup_v1\"" |
+    write_file_if_changed /etc/default/grub.d/50-kiln-mesos.cfg 0644
+  if $KILN_CHANGED; then
+    if command -v update-grub >/dev/null; then update-grub; else grub2-mkconfig -o /boot/grub2/grub.cfg; fi
+  fi
+fi
 
 version=$(pkg_version "$package")
 if [[ "$mode" == repository ]]; then
-  extra=$(kiln_json source=repository package="$package" apt_repo="$KILN_MESOS_APT_REPO" key_fingerprint="$fingerprint")
+  extra=$(kiln_json source=aventer package="$package" apt_repo="$KILN_MESOS_APT_REPO" key_fingerprint="$fingerprint")
 else
-  extra=$(kiln_json source=package_url package="$package" package_url="$package_url" sha256="$KILN_MESOS_PACKAGE_SHA256")
+  extra=$(kiln_json source="$source" package="$package" package_url="$package_url" sha256="$KILN_MESOS_PACKAGE_SHA256" \
+    built_by="${KILN_MESOS_BUILT_BY:-}")
 fi
 record_component mesos "$version" "$extra"

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from kiln_infra import boot_only, for_roles, jvm_run, port_open, require, unit_active, unit_enabled, wait_until
+from kiln_infra import (
+    boot_only,
+    for_roles,
+    jvm_run,
+    port_open,
+    require,
+    unit_active,
+    unit_enabled,
+    wait_until,
+)
 
 
 def test_installed_with_its_own_unit(host, components, phase) -> None:

@@ -8,10 +8,18 @@ use for moto). The region is config's aws.region unless the task was given --reg
 from __future__ import annotations
 
 import contextlib
+import difflib
+import os
+import re
+import socket
+import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -36,6 +44,11 @@ RETRIES = BotoConfig(retries={"mode": "adaptive", "max_attempts": 10}, connect_t
 CLUSTER_TAG = "kiln:cluster"
 CREDENTIALS_HINT = ("run `aws configure` (or `aws sso login`), or export AWS_PROFILE, "
                     "or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+# How long connect() waits for the EC2 endpoint to resolve and accept a connection: an
+# unreachable endpoint is reported in seconds, not after botocore's retries (20-30 s).
+REACH_SECONDS = 4.0
+REGION_FORM = re.compile(r"[a-z]{2,4}(-[a-z]+)+-[0-9]{1,2}")
+ENDPOINT_HINT = "check the network (and a proxy), the region name, and AWS_ENDPOINT_URL if set"
 _AUTH_CODES = {"AuthFailure", "UnauthorizedOperation", "InvalidClientTokenId", "ExpiredToken",
                "RequestExpired", "SignatureDoesNotMatch", "OptInRequired"}
 
@@ -52,12 +65,74 @@ class Aws:
 
 
 def connect(region: str) -> Aws:
-    """A session with credentials, or a UserError saying how to get some (no AWS call yet)."""
+    """A session with credentials for a region botocore knows whose EC2 endpoint accepts a
+    connection; otherwise a UserError saying what to fix (no AWS API call yet)."""
+    check_region(region)
     session = boto3.session.Session(region_name=region)
     if session.get_credentials() is None:
         raise UserError("no AWS credentials found (environment, ~/.aws, SSO or instance role)",
                         CREDENTIALS_HINT)
+    check_reachable(session.client("ec2", region_name=region).meta.endpoint_url, region)
     return Aws(session, region)
+
+
+@cache
+def known_regions() -> frozenset[str]:
+    """Every region of every partition in botocore's own endpoint data (no network)."""
+    session = boto3.session.Session()
+    return frozenset(r for p in session.get_available_partitions()
+                     for r in session.get_available_regions("ec2", partition_name=p))
+
+
+def check_region(region: str) -> str:
+    """`region` if botocore knows it (any well-formed name with AWS_ENDPOINT_URL set: a stand-in
+    such as moto or LocalStack); a one-line UserError otherwise."""
+    shown = repr(region) if len(region) <= 40 else repr(region[:37] + "...")
+    if not REGION_FORM.fullmatch(region):
+        raise UserError(f"AWS region {shown}: not a region name (like us-east-1)",
+                        "set aws.region in the config or pass --region")
+    if region not in known_regions() and not (os.environ.get("AWS_ENDPOINT_URL")
+                                              or os.environ.get("AWS_ENDPOINT_URL_EC2")):
+        close = difflib.get_close_matches(region, sorted(known_regions()), n=3)
+        guess = f"did you mean {' or '.join(close)}? " if close else "e.g. us-east-1 or eu-west-1; "
+        raise UserError(f"unknown AWS region {shown}: botocore knows {len(known_regions())} regions and "
+                        "not this one", f"{guess}set aws.region or pass --region (a region newer than "
+                        "this boto3: pip install -U boto3)")
+    return region
+
+
+def check_reachable(url: str, region: str, timeout: float = REACH_SECONDS) -> None:
+    """A UserError within `timeout` seconds when the endpoint (or the proxy in front of it) does not
+    resolve or take a TCP connection."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or host, proxied.port or 80
+    problem = _connect_within(host, port, timeout)
+    if problem:
+        raise UserError(f"cannot reach AWS EC2 for {region} at {url}: {problem}", ENDPOINT_HINT)
+
+
+def _connect_within(host: str, port: int, timeout: float) -> str:
+    """'' when host:port takes a TCP connection within `timeout` seconds, else why not. Name lookup
+    runs in a daemon thread: getaddrinfo has no timeout of its own."""
+    outcome: list[str] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append("")
+        except socket.gaierror as exc:
+            outcome.append(f"{host} does not resolve ({exc.strerror})")
+        except OSError as exc:
+            outcome.append(f"{host}:{port}: {exc.strerror or exc}")
+
+    worker = threading.Thread(target=attempt, name="kiln-aws-reach", daemon=True)
+    worker.start()
+    worker.join(timeout + 1)
+    return outcome[0] if outcome else f"no answer from {host}:{port} within {timeout:.0f} s"
 
 
 @contextlib.contextmanager

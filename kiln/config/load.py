@@ -7,9 +7,14 @@ lists and scalars replace.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import ipaddress
 import json
+import math
+import os
+import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,24 +64,174 @@ def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-def _read_json(path: Path, problems: list[str]) -> dict[str, Any] | None:
+# -- reading JSON strictly ------------------------------------------------------------------------
+# A config file is a regular file (a FIFO is opened without blocking and refused) of at most
+# MAX_FILE_BYTES of UTF-8 JSON, without NaN or Infinity, numbers of more than MAX_NUMBER_CHARS
+# characters (Python's int() refuses 4300 digits with a ValueError; no setting needs 21), keys
+# given twice, strings that are not text (lone surrogates), or nesting deeper than MAX_DEPTH.
+MAX_FILE_BYTES = 8 << 20
+MAX_DEPTH = 32  # config.json nests 5 levels
+MAX_NUMBER_CHARS = 20
+# A flood of problems (20,000 unknown keys) is summed up, not printed whole.
+MAX_SHOWN = 20
+MAX_PROBLEM_CHARS = 300
+PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+class Refused(ValueError):
+    """A file or value that is not JSON kiln accepts; the message says why."""
+
+
+def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
+    """A regular file's UTF-8 text; Refused for anything else (never blocks on a FIFO)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
-        problems.append(f"{path}: file not found")
-        return None
+        raise Refused("file not found (check the path)") from None
     except OSError as exc:
-        problems.append(f"{path}: cannot read ({exc.strerror})")
-        return None
+        raise Refused(f"cannot read ({exc.strerror or exc}): pass a readable JSON file") from None
     try:
-        data = json.loads(text)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise Refused(f"cannot read: {_kind(mode)}, not a regular file; pass a JSON file")
+        data = _read_at_most(fd, limit + 1)
+    except OSError as exc:
+        raise Refused(f"cannot read ({exc.strerror or exc}): pass a readable JSON file") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise Refused(f"larger than {limit} bytes, too large for a config file; pass the config overlay "
+                      "itself")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Refused(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                      "save it as UTF-8") from None
+
+
+def _read_at_most(fd: int, size: int) -> bytes:
+    chunks: list[bytes] = []
+    got = 0
+    while got < size:
+        chunk = os.read(fd, min(1 << 20, size - got))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+    return next((name for test, name in kinds if test(mode)), "a special file")
+
+
+def loads_strict(text: str) -> Any:
+    """JSON as kiln accepts it (see above); json.JSONDecodeError when it is not JSON at all,
+    Refused when it is JSON kiln does not take."""
+    try:
+        data = json.loads(text, parse_constant=_constant, parse_int=_int, parse_float=_float,
+                          object_pairs_hook=_object)
+    except RecursionError:
+        raise Refused(f"nested more than {MAX_DEPTH} levels deep; a config nests 5") from None
+    problem = structure_problem(data)
+    if problem:
+        raise Refused(problem)
+    return data
+
+
+def _constant(name: str) -> Any:
+    raise Refused(f"{name} is not a JSON number; give a finite number")
+
+
+def _check_length(literal: str) -> None:
+    if len(literal) > MAX_NUMBER_CHARS:
+        raise Refused(f"the number {literal[:12]}... has {len(literal)} characters; give one of at most "
+                      f"{MAX_NUMBER_CHARS}")
+
+
+def _int(literal: str) -> int:
+    _check_length(literal)
+    return int(literal)
+
+
+def _float(literal: str) -> float:
+    _check_length(literal)
+    value = float(literal)
+    if not math.isfinite(value):
+        raise Refused(f"the number {literal} is beyond a float's range; give a finite number")
+    return value
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise Refused(f"the key {short(key)} appears twice in one object; keep one")
+        out[key] = value
+    return out
+
+
+def structure_problem(data: Any) -> str:
+    """Nesting deeper than MAX_DEPTH, or a string that is not text; walked without recursion."""
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if not _is_text(value):
+                return "a string holds a lone surrogate such as \\ud800, which is not text; give real text"
+        elif isinstance(value, dict | list):
+            if depth >= MAX_DEPTH:
+                return f"nested more than {MAX_DEPTH} levels deep; a config nests 5"
+            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+            if isinstance(value, dict):
+                stack.extend((key, depth + 1) for key in value)
+    return ""
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _read_json(path: Path, problems: list[str], label: str = "") -> dict[str, Any] | None:
+    where = label or str(path)
+    try:
+        data = loads_strict(read_text(path))
+    except Refused as exc:
+        problems.append(f"{where}: {exc}")
+        return None
     except json.JSONDecodeError as exc:
-        problems.append(f"{path}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg}")
+        problems.append(f"{where}:{exc.lineno}:{exc.colno}: invalid JSON: {exc.msg} (fix it there)")
         return None
     if not isinstance(data, dict):
-        problems.append(f"{path}: expected a JSON object at the top, got {json_type(data)}")
+        problems.append(f"{where}: expected a JSON object at the top, got {json_type(data)}")
         return None
     return data
+
+
+def _profile_file(paths: Paths, profile: str, problems: list[str]) -> Path | None:
+    """profiles/NAME.json, or a problem: NAME is a name in profiles/, never a path."""
+    name = profile.removesuffix(".json")
+    known = sorted(p.stem for p in paths.profiles.glob("*.json"))
+    listed = f"(known: {', '.join(known) or 'none'})"
+    if not PROFILE_NAME.fullmatch(name):
+        problems.append(f"--profile {short(profile)}: expected the name of a file in profiles/ {listed}, "
+                        "not a path; use --config FILE for a file elsewhere")
+        return None
+    path = paths.profiles / f"{name}.json"
+    if not path.exists():
+        problems.append(f"--profile {profile}: no such profile {listed}")
+        return None
+    if path.resolve().parent != paths.profiles.resolve():
+        problems.append(f"--profile {profile}: {path} leads outside profiles/ (a symlink); "
+                        "use --config FILE for a file elsewhere")
+        return None
+    return path
 
 
 def _split_key(node: Any, dotted: str) -> list[str]:
@@ -99,17 +254,27 @@ def _split_key(node: Any, dotted: str) -> list[str]:
 
 
 def parse_set(expr: str, data: Mapping[str, Any]) -> tuple[list[str], Any]:
-    """'a.b.c=value' -> (['a','b','c'], value). Values are JSON when they parse, else strings."""
+    """'a.b.c=value' -> (['a','b','c'], value). Values are JSON when they parse, else strings;
+    ValueError when the expression or its JSON value is refused."""
     if "=" not in expr:
-        raise ValueError(f"--set '{expr}': expected KEY.PATH=VALUE")
+        raise ValueError(f"--set {_quoted(expr)}: expected KEY.PATH=VALUE")
     key, raw = expr.split("=", 1)
     if not key or any(not p for p in key.split(".")):
-        raise ValueError(f"--set '{expr}': empty key segment in '{key}'")
+        raise ValueError(f"--set {_quoted(expr)}: empty key segment in {_quoted(key)}")
+    if key.count(".") >= MAX_DEPTH:
+        raise ValueError(f"--set {_quoted(expr)}: a key path of more than {MAX_DEPTH} parts")
     try:
-        value = json.loads(raw)
+        value = loads_strict(raw)
     except json.JSONDecodeError:
         value = raw
+    except Refused as exc:
+        raise ValueError(f"--set {_quoted(expr)}: {exc} (quote a string value as JSON: "
+                         f"{key}='\"...\"')") from None
     return _split_key(data, key), value
+
+
+def _quoted(text: str) -> str:
+    return f"'{one_line(text, 80)}'"
 
 
 def _apply_set(data: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -121,29 +286,78 @@ def _apply_set(data: dict[str, Any], keys: list[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """Cross-field checks JSON Schema cannot express. Returns (problems, warnings)."""
+    """Cross-field checks JSON Schema cannot express. Returns (problems, warnings).
+
+    load_config runs them only on data the schema accepts; values of another type are
+    skipped here all the same, so that no input makes them crash."""
     problems: list[str] = []
     warnings: list[str] = []
-    targets = data.get("targets", {})
-    build = data.get("build", {})
-    for i, name in enumerate(build.get("targets", [])):
-        if name not in targets:
-            problems.append(f"$.build.targets[{i}]: expected a key of $.targets "
-                            f"({', '.join(sorted(targets))}), got {short(name)}")
-    trial_target = data.get("trial", {}).get("target")
+    targets = _dict(data.get("targets"))
+    _target_references(data, targets, problems)
+    _cluster_problems(_dict(data.get("cluster")), problems)
+    components = _dict(data.get("components"))
+    enabled = _list(components.get("enabled"))
+    for name in _dict(components.get("exclude")):
+        if name not in enabled:
+            warnings.append(f"$.components.exclude.{name}: not enabled anyway")
+    rancher = _dict(components.get("rancher"))
+    for kind in ("executor", "scheduler"):
+        if rancher.get(f"{kind}_url") and not rancher.get(f"{kind}_sha256"):
+            problems.append(f"$.components.rancher.{kind}_sha256: expected the sha256 of "
+                            f"{kind}_url, got \"\" (downloads are never unverified)")
+    _aws_problems(_dict(data.get("aws")), problems, warnings)
+    ip = _dict(data.get("trial")).get("ip_address")
+    if isinstance(ip, str):
+        with contextlib.suppress(ValueError):
+            if not ipaddress.IPv4Address(ip).is_private:
+                warnings.append(f"$.trial.ip_address: {ip} is not a private address")
+    return problems, warnings
+
+
+def _known(targets: Mapping[str, Any]) -> str:
+    names = sorted(targets)
+    listed = ", ".join(names[:12])
+    return listed + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+
+
+def _target_references(data: Mapping[str, Any], targets: Mapping[str, Any], problems: list[str]) -> None:
+    """build.targets, trial.target and components.mesos.supported_targets name targets."""
+    for i, name in enumerate(_list(_dict(data.get("build")).get("targets"))):
+        if isinstance(name, str) and name not in targets:
+            problems.append(f"$.build.targets[{i}]: expected a key of $.targets ({_known(targets)}), "
+                            f"got {short(name)}")
+    trial_target = _dict(data.get("trial")).get("target")
     if isinstance(trial_target, str) and trial_target and trial_target not in targets:
-        problems.append(f"$.trial.target: expected a key of $.targets ({', '.join(sorted(targets))}), "
+        problems.append(f"$.trial.target: expected a key of $.targets ({_known(targets)}), "
                         f"got {short(trial_target)}")
-    cluster = data.get("cluster", {})
-    shapes = cluster.get("shapes", [])
+    mesos = _dict(_dict(data.get("components")).get("mesos"))
+    for i, name in enumerate(_list(mesos.get("supported_targets"))):
+        if isinstance(name, str) and name not in targets:
+            problems.append(f"$.components.mesos.supported_targets[{i}]: expected a key of $.targets, "
+                            f"got {short(name)}")
+
+
+def _cluster_problems(cluster: Mapping[str, Any], problems: list[str]) -> None:
+    shapes = _list(cluster.get("shapes"))
+    first = cluster.get("first_host", 10)
     for i, text in enumerate(shapes):
+        if not isinstance(text, str):
+            continue
         try:
             shape = parse_shape(text)
         except ValueError as exc:
             problems.append(f"$.cluster.shapes[{i}]: {exc}")
             continue
-        last = int(cluster.get("first_host", 10)) + shape.nodes - 1
+        last = first + shape.nodes - 1 if type(first) is int else 0
         if last > 254:
             problems.append(f"$.cluster.shapes[{i}]: shape {text} needs host numbers up to {last}; "
                             f"expected at most 254 (lower cluster.first_host)")
@@ -156,23 +370,10 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
             ipaddress.IPv4Address(f"{prefix}.1")
         except ValueError:
             problems.append(f"$.cluster.network_prefix: expected three octets 0-255, got {short(prefix)}")
-    components = data.get("components", {})
-    enabled = components.get("enabled", [])
-    for name in components.get("exclude", {}):
-        if name not in enabled:
-            warnings.append(f"$.components.exclude.{name}: not enabled anyway")
-    mesos = components.get("mesos", {})
-    for i, name in enumerate(mesos.get("supported_targets", [])):
-        if name not in targets:
-            problems.append(f"$.components.mesos.supported_targets[{i}]: expected a key of $.targets, "
-                            f"got {short(name)}")
-    rancher = components.get("rancher", {})
-    for kind in ("executor", "scheduler"):
-        if rancher.get(f"{kind}_url") and not rancher.get(f"{kind}_sha256"):
-            problems.append(f"$.components.rancher.{kind}_sha256: expected the sha256 of "
-                            f"{kind}_url, got \"\" (downloads are never unverified)")
-    aws = data.get("aws", {})
-    ebs = aws.get("ebs", {})
+
+
+def _aws_problems(aws: Mapping[str, Any], problems: list[str], warnings: list[str]) -> None:
+    ebs = _dict(aws.get("ebs"))
     if ebs.get("encrypted") and not ebs.get("kms_key_id") and aws.get("share_with_accounts"):
         problems.append("$.aws.share_with_accounts: an AMI encrypted with the AWS-managed default key "
                         "cannot be shared; set $.aws.ebs.kms_key_id to a customer KMS key "
@@ -187,16 +388,26 @@ def semantic_problems(data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
         else:
             if net.prefixlen == 0:
                 warnings.append("$.aws.admin_cidr: 0.0.0.0/0 opens SSH and the UIs to the whole internet")
-    for section in ("trial",):
-        ip = data.get(section, {}).get("ip_address")
-        if isinstance(ip, str):
-            try:
-                addr = ipaddress.IPv4Address(ip)
-            except ValueError:
-                continue
-            if not addr.is_private:
-                warnings.append(f"$.{section}.ip_address: {ip} is not a private address")
-    return problems, warnings
+
+
+def one_line(text: str, limit: int = MAX_PROBLEM_CHARS) -> str:
+    """`text` on one line (control characters escaped) of at most `limit` characters."""
+    flat = "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
+    return flat if len(flat) <= limit else flat[:limit - 3] + "..."
+
+
+def config_error(problems: Sequence[str], source: str = "configuration") -> ConfigError:
+    """Every problem, each on one bounded line; a flood is cut to its first MAX_SHOWN."""
+    lines = list(dict.fromkeys(one_line(p) for p in problems))
+    if len(lines) <= MAX_SHOWN:
+        return ConfigError(lines, source=source)
+    error = ConfigError(lines[:MAX_SHOWN], source=source)
+    error.problems = lines
+    shown = "\n".join(f"  - {p}" for p in lines[:MAX_SHOWN])
+    error.message = (f"{source}: {len(lines)} problems, the first {MAX_SHOWN} of them:\n{shown}\n"
+                     f"  ... and {len(lines) - MAX_SHOWN} more")
+    error.args = (error.message,)
+    return error
 
 
 def load_config(
@@ -205,24 +416,23 @@ def load_config(
     sets: Sequence[str] = (),
     profile: str | None = None,
 ) -> Config:
-    """Merge and validate; raise ConfigError listing every problem found."""
+    """Merge and validate; raise ConfigError listing every problem found.
+
+    The schema runs first: the cross-field checks see only data of the right types. An
+    overlay's own "$schema" key is merged and validated like every other key."""
     paths = paths or Paths()
     problems: list[str] = []
     sources = [str(paths.config)]
     data = _read_json(paths.config, problems) or {}
     layers: list[Path] = []
     if profile:
-        profile_file = paths.profiles / f"{profile}.json"
-        if not profile_file.exists():
-            known = sorted(p.stem for p in paths.profiles.glob("*.json"))
-            problems.append(f"--profile {profile}: no such profile (known: {', '.join(known) or 'none'})")
-        else:
+        profile_file = _profile_file(paths, profile, problems)
+        if profile_file is not None:
             layers.append(profile_file)
     layers.extend(Path(o) for o in overlays)
     for layer in layers:
         overlay = _read_json(layer, problems)
         if overlay is not None:
-            overlay.pop("$schema", None)
             data = deep_merge(data, overlay)
             sources.append(str(layer))
     for expr in sets:
@@ -234,12 +444,13 @@ def load_config(
         _apply_set(data, keys, value)
         sources.append(f"--set {expr}")
     if problems:  # unreadable inputs: validating a partial merge would mislead
-        raise ConfigError(problems)
+        raise config_error(problems)
     schema = catalog.load_cached(paths.root).config_schema(
         json.loads(paths.schema.read_text(encoding="utf-8")))
     problems = schema_problems(data, schema)
-    semantic, warnings = semantic_problems(data)
-    problems.extend(p for p in semantic if p not in problems)
     if problems:
-        raise ConfigError(problems)
-    return Config(data=data, sources=tuple(sources), warnings=tuple(warnings))
+        raise config_error(problems)
+    problems, warnings = semantic_problems(data)
+    if problems:
+        raise config_error(problems)
+    return Config(data=data, sources=tuple(sources), warnings=tuple(one_line(w) for w in warnings))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -26,11 +27,20 @@ def json_type(value: Any) -> str:
     return "object"
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_$][A-Za-z0-9_.$-]{0,63}")
+
+
+def key_part(key: Any) -> str:
+    """`.name` for a key as typed in config.json; `["..."]` (escaped, cut) for any other key, so
+    that a key holding a newline or a megabyte never breaks a message into lines."""
+    if isinstance(key, int):
+        return f"[{key}]"
+    text = str(key)
+    return f".{text}" if _PLAIN_KEY.fullmatch(text) else f"[{short(text)}]"
+
+
 def _where(path: Iterable[Any]) -> str:
-    out = "$"
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else f".{p}"
-    return out
+    return "$" + "".join(key_part(p) for p in path)
 
 
 def short(value: Any) -> str:
@@ -47,7 +57,7 @@ def describe(error: ValidationError) -> list[str]:
         allowed = sorted(schema.get("properties", {}))
         extra = sorted(set(inst) - set(allowed)) if isinstance(inst, Mapping) else []
         hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return [f"{where}.{k}: unknown key{hint}" for k in extra] or [f"{where}: {error.message}"]
+        return [f"{where}{key_part(k)}: unknown key{hint}" for k in extra] or [f"{where}: {error.message}"]
     if v == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [f"{where}: missing required key '{missing}'"]

@@ -30,8 +30,9 @@ BUILDERS: dict[str, Builder] = {
     for b in (
         Builder("qemu", "qemu", "qcow2 + libvirt box", "libvirt",
                 ("packer", "qemu-system-x86_64", "qemu-img"), "disk"),
-        Builder("virtualbox", "virtualbox-ovf", "virtualbox box", "virtualbox",
-                ("packer", "VBoxManage", "qemu-img"), "disk"),
+        # Made from the qemu image (converted, not provisioned again): no Packer source of its own.
+        Builder("virtualbox", "", "virtualbox box (from the qemu image)", "virtualbox", ("qemu-img",),
+                "disk"),
         Builder("amazon-ebs", "amazon-ebs", "AMI", None, ("packer",), "ami"),
     )
 }

@@ -1,7 +1,7 @@
 """A bootable base qcow2 for targets that have no downloadable image (debian-12), built
 offline from the distribution's apt mirror with mmdebstrap.
 
-The image holds what Packer needs and no more: the cloud kernel, systemd, sshd, sudo,
+The image holds what Packer needs and no more: Debian's generic kernel, systemd, sshd, sudo,
 python3, DHCP on eth0, and the build user with kiln's public key (no other key, no
 password). Recipe: mmdebstrap minbase → MBR on a raw
 file (sfdisk) → the partition loop-mounted by offset (no partition device nodes appear on
@@ -46,12 +46,15 @@ from kiln.fileutil import locked
 from kiln.keys import ensure_build_key
 from kiln.runner import run, which
 
-RECIPE_VERSION = 5
+RECIPE_VERSION = 6
 DISK_MB = 4096
 PART_START = 2048  # sectors of 512 bytes: the usual 1 MiB alignment
 HOSTNAME = "kiln"
 PACKAGES = (
-    "linux-image-cloud-amd64", "systemd-sysv", "openssh-server", "sudo", "python3", "udev", "kmod",
+    # Debian's generic kernel, not the cloud flavour: that one is built without the AHCI and e1000
+    # drivers VirtualBox's hardware needs (CONFIG_SATA_AHCI, CONFIG_E1000), and one base image
+    # serves the qemu bake and the VirtualBox box made from it.
+    "linux-image-amd64", "systemd-sysv", "openssh-server", "sudo", "python3", "udev", "kmod",
     "iproute2", "ca-certificates", "netbase", "ifupdown", "isc-dhcp-client", "extlinux",
     "initramfs-tools", "curl", "gnupg",
     # Vagrant sets the hostname with hostnamectl, which needs the system bus.
@@ -99,6 +102,14 @@ def fingerprint(*, suite: str, mirror: str, user: str, public_key: str,
             "packages": sorted(packages), "user": user, "key": key, "disk_mb": DISK_MB,
             "hostname": HOSTNAME}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def fingerprint_for(target_cfg: dict[str, Any], build_dir: Path) -> str:
+    """The fingerprint build_base would give this target's base image, without building it."""
+    key = ensure_build_key(build_dir)
+    public_key = Path(f"{key}.pub").read_text(encoding="utf-8").strip()
+    return fingerprint(suite=target_cfg["codename"], mirror=target_cfg["base"]["mirror"],
+                       user=target_cfg["ssh_username"], public_key=public_key)
 
 
 def image_path(target_cfg: dict[str, Any], build_dir: Path) -> Path:
@@ -370,7 +381,7 @@ def extlinux_conf(root: Path) -> str:
         initrds = sorted((root / "boot").glob("initrd.img-*"))
         if not kernels or not initrds:
             raise UserError("the base root file system has no kernel or initrd in /boot",
-                            "check that the mirror serves linux-image-cloud-amd64 and initramfs-tools")
+                            "check that the mirror serves linux-image-amd64 and initramfs-tools")
         kernel, initrd = f"/boot/{kernels[-1].name}", f"/boot/{initrds[-1].name}"
     return ("DEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\nLABEL linux\n"
             f"  LINUX {kernel}\n  INITRD {initrd}\n"

@@ -4,6 +4,8 @@ with the configurator, and run the boot-phase testinfra suites against it."""
 from __future__ import annotations
 
 import json
+import shutil
+import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,8 +15,9 @@ from kiln.config.shapes import node_specs, parse_shape
 from kiln.config.targets import select_pairs
 from kiln.errors import KilnError, UserError
 from kiln.image import accel as accel_mod
+from kiln.image import ovf, virtualbox
 from kiln.image.verify import run_suites
-from kiln.image.vm import booted
+from kiln.image.vm import VIRTIO, Hardware, booted
 from kiln.keys import ensure_build_key
 from kiln.paths import Paths
 
@@ -38,21 +41,19 @@ def standalone_spec(config: Config, ip: str) -> dict[str, object]:
 def boot_test(config: Config, paths: Paths, target: str, builder: str = "qemu", *,
               accel: str | None = None, quiet: bool = False) -> BootTestResult:
     (pair,) = select_pairs(config.data, [target], [builder])
-    if builder != "qemu":
-        raise UserError(f"boot tests run qcow2 images under QEMU; {builder} artifacts are not supported",
-                        "use --builder qemu")
-    image = paths.artifacts / pair.name / f"{pair.name}.qcow2"
-    if not image.exists():
-        raise UserError(f"no built image at {image}", f"run `invoke build --target {target} --builder qemu`")
+    if builder not in ("qemu", "virtualbox"):
+        raise UserError(f"boot tests run disk images under QEMU; {builder} artifacts are not supported",
+                        "use --builder qemu or virtualbox")
+    workdir = paths.build / "verify" / f"{pair.name}-boot"
+    image, hardware = _image_of(pair.name, paths, workdir, target, builder)
     probe = accel_mod.resolve(accel or config["build"]["accelerator"], paths.cache)
     print(f"==> accelerator: {probe.accel} ({probe.reason})", flush=True)
     seconds: dict[str, float] = {}
-    workdir = paths.build / "verify" / f"{pair.name}-boot"
     report = paths.reports / f"{pair.name}-boot.xml"
     t0 = time.monotonic()
     with booted(image, workdir, key=ensure_build_key(paths.build), user=pair.target.ssh_username,
                 accel=probe.accel, name=pair.name, memory_mb=config["trial"]["memory_mb"],
-                cpus=config["trial"]["cpus"]) as vm:
+                cpus=config["trial"]["cpus"], hardware=hardware) as vm:
         seconds["boot to ssh"] = round(time.monotonic() - t0, 1)
         t1 = time.monotonic()
         ip = vm.ssh("hostname -I").stdout.split()[0]
@@ -71,6 +72,30 @@ def boot_test(config: Config, paths: Paths, target: str, builder: str = "qemu", 
                             report=report, quiet=quiet, log=paths.logs / f"{pair.name}-boot.log")
         seconds["testinfra"] = round(time.monotonic() - t2, 1)
     return BootTestResult(pair.name, result.returncode == 0, report, seconds)
+
+
+def _image_of(pair: str, paths: Paths, workdir: Path, target: str, builder: str) -> tuple[Path, Hardware]:
+    """The disk to boot and the hardware to boot it on: a qcow2 on virtio, or a VirtualBox box's
+    VMDK on what VirtualBox would give it (AHCI, e1000 with the box's MAC)."""
+    directory = paths.artifacts / pair
+    hint = f"run `invoke build --target {target} --builder {builder}`"
+    if builder == "qemu":
+        image = directory / f"{pair}.qcow2"
+        if not image.exists():
+            raise UserError(f"no built image at {image}", hint)
+        return image, VIRTIO
+    box = directory / f"{pair}.box"
+    if not box.exists():
+        raise UserError(f"no built box at {box}", hint)
+    meta = json.loads((directory / "kiln-metadata.json").read_text(encoding="utf-8"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    disk = workdir / virtualbox.DISK_NAME
+    with tarfile.open(box) as tar:
+        member = tar.getmember(virtualbox.DISK_NAME)
+        with tar.extractfile(member) as src, disk.open("wb") as dst:  # type: ignore[union-attr]
+            shutil.copyfileobj(src, dst, 1 << 20)
+    mac = ovf.mac_colons(meta["virtualbox"]["base_mac"])
+    return disk, Hardware("virtualbox", "vmdk", mac)
 
 
 def _shell_quote(text: str) -> str:

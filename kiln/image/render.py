@@ -25,13 +25,13 @@ from kiln.config import catalog
 from kiln.config.load import Config
 from kiln.config.targets import Pair
 from kiln.gitinfo import git_revision
-from kiln.image import packer
+from kiln.image import layers, packer
 from kiln.image.hcl import hcl
+from kiln.image.layers import env_name
 from kiln.image.packer import PackerVersion
 from kiln.output import warn
 from kiln.paths import Paths
 
-ALWAYS_LAST = ("manifest", "cleanup")
 UPLOADED_DIRS = ("components", "provision", "kiln_node", "kiln_bridge")
 
 INBUILD_KEY_ENV = "KILN_INBUILD_KEY"
@@ -44,6 +44,22 @@ class RenderOptions:
     accelerator: str  # "kvm" or "tcg": the default baked into the qemu template
     ssh_key: Path  # private key; its .pub goes into cloud-init seeds
     verify_extra: tuple[str, ...] = ()  # extra pytest args for in-build verification
+    packages: tuple[BakedPackage, ...] = ()  # packages kiln built that the bake installs
+
+
+@dataclass(frozen=True)
+class BakedPackage:
+    """A package kiln built (invoke package) that Packer uploads for a component's bake script."""
+
+    component: str
+    path: Path
+    sha256: str
+    origin: str  # what the package was made from, recorded in the image manifest
+
+    @property
+    def upload(self) -> str:
+        """Where the bake finds it, relative to /tmp/kiln (KILN_SRC)."""
+        return f"packages/{self.path.name}"
 
 
 @dataclass(frozen=True)
@@ -53,8 +69,11 @@ class RenderedPair:
     files: dict[str, str]
 
     @property
-    def template(self) -> Path:
-        return self.directory / "kiln.pkr.hcl"
+    def templates(self) -> list[Path]:
+        """Each Packer template of the pair (a directory per layer for qemu), in build order."""
+        found = [self.directory / rel for rel in self.files if rel.endswith(".pkr.hcl")]
+        return sorted(found, key=lambda p: RENDER_ORDER.index(p.parent.name) if p.parent != self.directory
+                      else -1)
 
 
 def _environment(paths: Paths) -> jinja2.Environment:
@@ -70,12 +89,8 @@ def _environment(paths: Paths) -> jinja2.Environment:
     return env
 
 
-def env_name(component: str, key: str) -> str:
-    return f"KILN_{component}_{key}".upper().replace("-", "_")
-
-
 def provision_env(config: Config, pair: Pair, components: Sequence[str], git_revision: str,
-                  cat: catalog.Catalog) -> str:
+                  cat: catalog.Catalog, packages: Sequence[BakedPackage] = ()) -> str:
     """The kiln.env file the bake scripts source (shell-quoted, config order): the target, every
     component setting as KILN_<NAME>_<KEY>, and from the catalog each component's packages for
     the target's family (KILN_<NAME>_PACKAGES) and ports (KILN_<NAME>_PORT_<PORT>)."""
@@ -97,6 +112,8 @@ def provision_env(config: Config, pair: Pair, components: Sequence[str], git_rev
         if component in ("enabled", "exclude") or not isinstance(settings, Mapping):
             continue
         for key, value in settings.items():
+            if isinstance(value, Mapping):
+                continue  # nested settings are the host's (e.g. how kiln builds a package)
             if isinstance(value, list):
                 text = " ".join(str(v) for v in value)
             elif isinstance(value, bool):
@@ -110,17 +127,14 @@ def provision_env(config: Config, pair: Pair, components: Sequence[str], git_rev
             values.append((env_name(name, "packages"), " ".join(comp.packages(target.family))))
         for port in comp.ports:
             values.append((env_name(name, f"port_{port}"), str(cat.port(name, port, config.data))))
+    for package in packages:  # a package kiln built replaces whatever package_url says
+        overrides = {"package_url": package.upload, "package_sha256": package.sha256,
+                     "built_by": package.origin}
+        values = [(k, v) for k, v in values if k not in {env_name(package.component, o) for o in overrides}]
+        values += [(env_name(package.component, k), v) for k, v in overrides.items()]
     lines = ["# Rendered by kiln: the environment of the bake scripts for " + pair.name]
     lines += [f"{k}={shlex.quote(v)}" for k, v in values]
     return "\n".join(lines) + "\n"
-
-
-def build_steps(config: Config, cat: catalog.Catalog) -> list[dict[str, str]]:
-    """Each component's bake.sh, every one after those it depends on, then the image-wide steps."""
-    components = cat.bake_order(config.components_for(""))
-    steps = [{"script": f"components/{c}/bake.sh", "title": f"component: {c}"} for c in components]
-    steps += [{"script": f"provision/{c}.sh", "title": f"always: {c}"} for c in ALWAYS_LAST]
-    return steps
 
 
 def _source(pair: Pair, paths: Paths) -> dict[str, str]:
@@ -190,25 +204,95 @@ def _box_vagrantfile(pair: Pair) -> str:
     )
 
 
+RENDER_LAYERS = {"disk": ("system", "payload"), "ami": ("all",)}
+RENDER_ORDER = ("system", "payload")
+
+
+def layer_context(name: str, config: Config, cat: catalog.Catalog,
+                  components: Sequence[str]) -> dict[str, Any]:
+    """What one Packer template of a pair does: its steps, and whether it verifies and records."""
+    parts = layers.steps(cat, components)
+    chosen = (*parts["system"], *parts["payload"]) if name == "all" else parts[name]
+    last = name in ("payload", "all")
+    return {"name": name, "steps": [{"script": s.script, "title": s.title} for s in chosen],
+            "verify": last and bool(config["build"]["verify"]), "manifest": last}
+
+
+def _variables(config: Config, pair: Pair, paths: Paths, options: RenderOptions, layer: str,
+               cloud_init: bool) -> list[dict[str, Any]]:
+    """The Packer variables of a template, with config.json's values as defaults."""
+    build = config["build"]
+    staging = paths.artifacts / f".{pair.name}.partial"
+    variables = [
+        ("output_directory", "string", "Where the builder writes its disk (kiln passes a staging directory).",
+         str(staging / "output")),
+        ("artifact_directory", "string", "Where kiln's records land; outside output_directory.",
+         str(staging)),
+        ("git_revision", "string", "The checkout's revision, recorded with the build.", options.git_revision),
+        ("apt_proxy", "string", "kiln's package cache as the build machine reaches it (empty: none).", ""),
+    ]
+    if pair.builder.name == "qemu":
+        source = _source(pair, paths) if layer == "system" else {
+            "url": str(paths.rendered_packer / pair.name / "parent.qcow2"), "checksum": "none",
+            "checksum_note": "an overlay on the system layer, made by kiln at build time"}
+        variables += [
+            ("vm_name", "string", "File name of the layer's disk.", "disk.qcow2"),
+            ("source_image", "string",
+             f"The image this layer starts from ({source['checksum_note'] or 'a download'}).", source["url"]),
+            ("source_checksum", "string", "sha256:<hex> of source_image, or none for kiln's own disks.",
+             source["checksum"]),
+            ("accelerator", "string", "kvm where KVM really runs guests, tcg otherwise (kiln probes).",
+             options.accelerator),
+            ("cpus", "number", "build.cpus", build["cpus"]),
+            ("memory_mb", "number", "build.memory_mb", build["memory_mb"]),
+            ("disk_size", "string", "build.disk_size_mb (without it a disk image keeps its own size)",
+             f"{build['disk_size_mb']}M"),
+            ("headless", "bool", "build.headless", bool(build["headless"])),
+            # Forward SSH on loopback only (Packer's default listens on every interface). The
+            # {{ .SSHHostPort }} inside is Packer's own template, filled in when QEMU starts.
+            ("qemuargs", "list(list(string))", "Extra QEMU arguments: networking, serial log.", [
+                ["-netdev", "user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"],
+                ["-device", "virtio-net,netdev=user.0"],
+                ["-serial", f"file:{paths.logs / f'{pair.name}-{layer}.serial.log'}"],
+            ]),
+            ("ssh_username", "string", "The build user of the source image.", pair.target.ssh_username),
+            ("ssh_private_key_file", "string", "kiln's build key.", str(options.ssh_key)),
+            ("ssh_timeout", "string", "build.ssh_timeout", build["ssh_timeout"]),
+        ]
+        if cloud_init:
+            pair_dir = paths.rendered_packer / pair.name
+            seed = [str(pair_dir / "cidata/user-data"), str(pair_dir / "cidata/meta-data")]
+            variables.append(("cloud_init_files", "list(string)", "cloud-init seed for Packer's login", seed))
+    if pair.builder.name == "amazon-ebs":
+        variables.append(("region", "string", "aws.region", config["aws"]["region"]))
+    return [{"name": n, "type": t, "description": d, "default": v} for n, t, d, v in variables]
+
+
 def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions) -> RenderedPair:
+    """The pair's Packer templates, one per layer (qemu: system and payload; AMIs: one), with
+    kiln.env and catalog.json. A virtualbox pair has none: its box is made from the qemu image."""
     pair_dir = paths.rendered_packer / pair.name
-    artifacts = paths.artifacts / pair.name
     pv = options.packer_version
     components = config.components_for(pair.target.name)
     cat = catalog.load_cached(paths.root)
     public_key = Path(f"{options.ssh_key}.pub").read_text(encoding="utf-8").strip()
     cloud_init = pair.target.image is not None and pair.builder.needs == "disk"
-    context: dict[str, Any] = {
+    files = {
+        "kiln.env": provision_env(config, pair, components, options.git_revision, cat, options.packages),
+        # The catalog the node configurator reads; provision/manifest.sh installs it.
+        "catalog.json": json.dumps(cat.node_catalog(config.data), indent=2, sort_keys=True) + "\n",
+    }
+    if pair.builder.name == "virtualbox":
+        return RenderedPair(pair=pair, directory=pair_dir, files=files)
+    base: dict[str, Any] = {
         "kiln": {"version": __version__, "git_revision": options.git_revision},
         "project": config["project"],
         "pair": pair.name,
         "source_name": pair.name.replace(".", "-"),
         "target": pair.target,
         "builder": pair.builder,
-        "build": config["build"],
         "aws": config["aws"],
         "components": components,
-        "accelerator": options.accelerator,
         "cloud_init": cloud_init,
         "packer": {
             "version": str(pv),
@@ -216,23 +300,13 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             "metadata_options": pv.has_plugins,
             "plugins": pv.plugins_for(pair.builder.packer_source),
         },
-        "paths": {
-            "pair_dir": str(pair_dir),
-            "output_directory": str(paths.artifacts / f".{pair.name}.partial" / "output"),
-            "artifact_directory": str(paths.artifacts / f".{pair.name}.partial"),
-            "final_artifact_directory": str(artifacts),
-            "serial_log": str(paths.logs / f"{pair.name}.serial.log"),
-            "ssh_key": str(options.ssh_key),
-            "source_ovf": str(paths.build / "images" / pair.target.name / f"{pair.target.name}.ovf"),
-        },
         "uploads": [
             *({"source": str(paths.root / d), "destination": "/tmp/kiln/"} for d in UPLOADED_DIRS),
             {"source": str(pair_dir / "kiln.env"), "destination": "/tmp/kiln/kiln.env"},
             {"source": str(pair_dir / "catalog.json"), "destination": "/tmp/kiln/catalog.json"},
+            *({"source": str(p.path), "destination": f"/tmp/kiln/{p.upload}"} for p in options.packages),
         ],
-        "steps": build_steps(config, cat),
         "verify": {
-            "enabled": bool(config["build"]["verify"]),
             "python": sys.executable,
             "root": str(paths.root),
             "extra": list(options.verify_extra),
@@ -246,15 +320,13 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
         },
         "ami_tags": _ami_tags(config, pair),
     }
-    if pair.builder.needs == "disk":
-        context["source"] = _source(pair, paths)
     template = _environment(paths).get_template("kiln.pkr.hcl.j2")
-    files = {
-        "kiln.pkr.hcl": template.render(context),
-        "kiln.env": provision_env(config, pair, components, options.git_revision, cat),
-        # The catalog the node configurator reads; provision/manifest.sh installs it.
-        "catalog.json": json.dumps(cat.node_catalog(config.data), indent=2, sort_keys=True) + "\n",
-    }
+    names = RENDER_LAYERS[pair.builder.needs]
+    for name in names:
+        context = {**base, "layer": layer_context(name, config, cat, components),
+                   "variables": _variables(config, pair, paths, options, name, cloud_init)}
+        where = "kiln.pkr.hcl" if len(names) == 1 else f"{name}/kiln.pkr.hcl"
+        files[where] = template.render(context)
     if cloud_init:
         files.update(_cloud_init(config, pair, public_key))
     if pair.builder.vagrant_provider:

@@ -26,6 +26,31 @@ def _first_error(output: str) -> str:
     return (lines[-1] if lines else "no output")[:160]
 
 
+def _validate_one(item: RenderedPair, template: Path, version: packer.PackerVersion | None,
+                  paths: Paths) -> Check:
+    layer = template.parent.name if template.parent != item.directory else ""
+    subject = f"{item.pair.name} ({layer})" if layer else item.pair.name
+    log = paths.logs / f"validate-{item.pair.name}{'-' + layer if layer else ''}.log"
+    log.unlink(missing_ok=True)
+    # Packer refuses an existing output directory; a build may be running, so point
+    # validation at a path that never exists.
+    variables: dict[str, str] = {"output_directory": str(item.directory / "validate-output")}
+    note = ""
+    if item.pair.builder.needs == "disk" and item.pair.target.image is not None \
+            and not item.pair.target.image["sha256"] and layer != "payload":
+        # A checksum file URL would be fetched by validate; offline that fails.
+        variables["source_checksum"] = "none"
+        note = "source image sha256 not pinned (`invoke pin`): validated with checksum none"
+    if version is not None and version.has_plugins:
+        init = packer.init(template.parent, log=log)
+        if init.returncode != 0:
+            return Check("packer init", subject, FAIL, _first_error(init.output))
+    result = packer.validate(template.parent, variables=variables, log=log)
+    if result.returncode == 0:
+        return Check("packer validate", subject, PASS, note)
+    return Check("packer validate", subject, FAIL, f"{_first_error(result.output)} (log: {log})")
+
+
 def packer_checks(rendered: Sequence[RenderedPair], paths: Paths) -> list[Check]:
     try:
         exe = packer.find_packer()
@@ -34,28 +59,12 @@ def packer_checks(rendered: Sequence[RenderedPair], paths: Paths) -> list[Check]
     version = packer.installed_version(exe)
     checks = []
     for item in rendered:
-        log = paths.logs / f"validate-{item.pair.name}.log"
-        log.unlink(missing_ok=True)
-        # Packer refuses an existing output directory; a build may be running, so point
-        # validation at a path that never exists.
-        variables: dict[str, str] = {"output_directory": str(item.directory / "validate-output")}
-        note = ""
-        if item.pair.builder.needs == "disk" and item.pair.target.image is not None \
-                and not item.pair.target.image["sha256"]:
-            # A checksum file URL would be fetched by validate; offline that fails.
-            variables["source_checksum"] = "none"
-            note = "source image sha256 not pinned (`invoke pin`): validated with checksum none"
-        if version is not None and version.has_plugins:
-            init = packer.init(item.directory, log=log)
-            if init.returncode != 0:
-                checks.append(Check("packer init", item.pair.name, FAIL, _first_error(init.output)))
-                continue
-        result = packer.validate(item.directory, variables=variables, log=log)
-        if result.returncode == 0:
-            checks.append(Check("packer validate", item.pair.name, PASS, note))
-        else:
-            checks.append(Check("packer validate", item.pair.name, FAIL,
-                                f"{_first_error(result.output)} (log: {log})"))
+        if not item.templates:
+            checks.append(Check("packer validate", item.pair.name, SKIP,
+                                "no Packer build: the box is made from the qemu image"))
+            continue
+        for template in item.templates:
+            checks.append(_validate_one(item, template, version, paths))
     return checks
 
 

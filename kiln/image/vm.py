@@ -58,23 +58,45 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
     stop_group(proc, grace)
 
 
+@dataclass(frozen=True)
+class Hardware:
+    """The virtual disk controller and NIC a guest boots on."""
+
+    name: str
+    image_format: str = "qcow2"  # of the image booted (its overlay is qcow2 either way)
+    mac: str = ""
+
+    def args(self, overlay: Path) -> list[str]:
+        if self.name == "virtio":
+            return ["-drive", f"file={overlay},if=virtio,format=qcow2", "-device", "virtio-net-pci,netdev=n0"]
+        # What VirtualBox gives a box made by kiln: a SATA/AHCI disk and an e1000 NIC, no virtio.
+        mac = f",mac={self.mac}" if self.mac else ""
+        return ["-drive", f"file={overlay},if=none,id=d0,format=qcow2", "-device", "ahci,id=ahci",
+                "-device", "ide-hd,drive=d0,bus=ahci.0", "-device", f"e1000,netdev=n0{mac}"]
+
+
+VIRTIO = Hardware("virtio")
+
+
 @contextmanager
 def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name: str = "kiln-vm",
-           memory_mb: int = 2048, cpus: int = 2, ssh_timeout: float = 300) -> Iterator[RunningVM]:
-    """Boot `image` (left untouched) and yield once SSH answers; always stop QEMU."""
+           memory_mb: int = 2048, cpus: int = 2, ssh_timeout: float = 300,
+           hardware: Hardware | None = None) -> Iterator[RunningVM]:
+    """Boot `image` (left untouched) and yield once SSH answers; always stop QEMU. The guest's
+    network is QEMU's user network with `restrict=on`: it reaches nothing but SSH from 127.0.0.1."""
     qemu = which("qemu-system-x86_64", QEMU_HINT)
     workdir.mkdir(parents=True, exist_ok=True)
     overlay = workdir / f"{name}.overlay.qcow2"
     overlay.unlink(missing_ok=True)
-    run([which("qemu-img", QEMU_HINT), "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b",
+    hardware = hardware or VIRTIO
+    run([which("qemu-img", QEMU_HINT), "create", "-q", "-f", "qcow2", "-F", hardware.image_format, "-b",
          str(image.resolve()), str(overlay)], step="qemu-img overlay", quiet=True)
     port = free_port()
     serial = workdir / f"{name}.serial.log"
     argv = [qemu, *accel_mod.qemu_accel_args(accel), "-m", str(memory_mb), "-smp", str(cpus),
             "-display", "none", "-nodefaults", "-serial", f"file:{serial}",
-            "-drive", f"file={overlay},if=virtio,format=qcow2",
-            "-netdev", f"user,id=n0,hostfwd=tcp:127.0.0.1:{port}-:22",
-            "-device", "virtio-net-pci,netdev=n0"]
+            "-netdev", f"user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{port}-:22",
+            *hardware.args(overlay)]
     cfg = sshconfig.write(workdir / f"{name}.ssh_config",
                           [sshconfig.SshHost(name, "127.0.0.1", port, user, key)],
                           control_dir=workdir / "ssh-control")

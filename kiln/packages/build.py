@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,10 @@ Say = Callable[[str], None]
 
 
 @dataclass
+class NotBuilt(Exception):
+    """ensure(..., build=False) found no cached package for the current inputs."""
+
+
 class Progress:
     """Counts compiler runs in compile.sh's output and says how far the compile is."""
 
@@ -99,7 +103,8 @@ def package_dir(cache: Path, name: str, target: str) -> Path:
 
 
 def compile_tree(rec: recipes.Recipe, source: recipes.Source, root: buildroot.BuildRoot, target: str,
-                 cache: Path, *, jobs: int, log: Path, say: Say, force: bool = False) -> Path:
+                 cache: Path, *, jobs: int, log: Path, say: Say, force: bool = False,
+                 build: bool = True) -> Path:
     """The installed tree of `rec` as a tar, compiled when not cached."""
     inputs = recipes.compile_inputs(rec, source, target, root.packages)
     ckey = recipes.key(inputs)
@@ -110,6 +115,8 @@ def compile_tree(rec: recipes.Recipe, source: recipes.Source, root: buildroot.Bu
         if tree.is_file() and not force:
             say(f"==> compile: cached tree {tree.name} (compile key {ckey[:16]})")
             return tree
+        if not build:
+            raise NotBuilt(f"{rec.name} is not compiled for these inputs (compile key {ckey[:16]})")
         if force and work.exists():
             shutil.rmtree(work)
         work.mkdir(parents=True, exist_ok=True)
@@ -126,7 +133,8 @@ def compile_tree(rec: recipes.Recipe, source: recipes.Source, root: buildroot.Bu
         binds = [sandbox.Bind(src_dir, "/kiln/src"), sandbox.Bind(rec.folder, "/kiln/recipe"),
                  sandbox.Bind(work, "/kiln/work", read_only=False)]
         script = f"/kiln/recipe/{recipes.COMPILE_SCRIPT}"
-        command = sandbox.argv(root.path, ["nice", "-n", "19", "/bin/bash", script], binds=binds, env=env)
+        command = sandbox.argv(root.path, ["nice", "-n", "19", "/bin/bash", script], binds=binds, env=env,
+                               network=bool(rec.data.get("network")))
         progress = Progress(rec.compile_units, say)
         say(f"==> compile: {rec.name} {rec.version} for {target} with {jobs} jobs; log: {log} "
             f"(work dir {work}, kept until the tree is saved: an interrupted compile resumes)")
@@ -151,6 +159,7 @@ def _save_tree(stage: Path, tree: Path, meta: dict[str, Any]) -> None:
     try:
         with tarfile.open(tmp, "w") as tar:
             tar.add(stage, arcname=".", filter=_root_owned)
+        os.chmod(tmp, 0o644)
         write_atomic(tree.with_suffix(".json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         os.replace(tmp, tree)
     except BaseException:
@@ -183,7 +192,7 @@ def package_version(rec: recipes.Recipe, target: str, prebuilt: bool) -> str:
 
 
 def make_package(rec: recipes.Recipe, tree: Tree, root: buildroot.BuildRoot, target: str, family: str,
-                 cache: Path, *, log: Path, say: Say, force: bool = False) -> Built:
+                 cache: Path, *, log: Path, say: Say, force: bool = False, build: bool = True) -> Built:
     """The package of `tree`, built when its key has no complete package in the cache."""
     fam = rec.family(family)
     inputs = {**recipes.package_inputs(rec, tree.key, family), "prefix": tree.prefix, "target": target,
@@ -195,6 +204,8 @@ def make_package(rec: recipes.Recipe, tree: Tree, root: buildroot.BuildRoot, tar
         if meta_file.is_file() and not force:
             meta = json.loads(meta_file.read_text(encoding="utf-8"))
             return Built(final / meta["file"], meta, True)
+        if not build:
+            raise NotBuilt(f"{rec.name} is not packaged for these inputs (package key {pkey[:16]})")
         work = Path(tempfile.mkdtemp(prefix=f".{rec.name}-package-", dir=final.parent))
         try:
             env = {"KILN_NAME": rec.name, "KILN_VERSION": inputs["version"], "KILN_FORMAT": fam["format"],
@@ -247,22 +258,27 @@ def prebuilt_tree(path: Path, sha256: str, prefix: str) -> Tree:
 
 
 def ensure(config: Mapping[str, Any], paths: Paths, name: str, target: str, *, force: bool = False,
-           jobs: int = 0, say: Say) -> Built:
+           jobs: int = 0, say: Say, build: bool = True) -> Built:
     """`invoke package NAME --target T`: the cached package, or build it (compiling when the tree
     is not cached either). components.<name>.build selects the source or a prebuilt tree."""
     component = paths.root / "components" / name
     rec = recipes.load(component)
+    settings = dict(config["components"].get(name, {}).get("build", {}))
+    if settings.get("java"):
+        rec = recipes.with_java(rec)
     if target not in config["targets"]:
         known = ", ".join(sorted(config["targets"]))
         raise UserError(f"--target {target!r}: unknown target (known: {known})")
     target_cfg = config["targets"][target]
     family = target_cfg["family"]
     fam = rec.family(family)
-    settings = dict(config["components"].get(name, {}).get("build", {}))
     cache = paths.cache
     log = paths.logs / f"package-{name}-{target}.log"
     root = buildroot.ensure(target, target_cfg, list(fam["build_depends"]), cache, log=log, say=say)
-    if settings.get("tree"):
+    if settings.get("tree") == "prebuilt":
+        tree = recipes.prebuilt(rec, paths.root, target)
+        tree = prebuilt_tree(tree.path, tree.sha256, tree.prefix)
+    elif settings.get("tree"):
         tree_path = Path(settings["tree"])
         tree_path = tree_path if tree_path.is_absolute() else paths.root / tree_path
         tree = prebuilt_tree(tree_path, str(settings.get("tree_sha256", "")),
@@ -271,12 +287,19 @@ def ensure(config: Mapping[str, Any], paths: Paths, name: str, target: str, *, f
         source = recipes.find_source(rec, paths.root, str(settings.get("source", "")),
                                      str(settings.get("source_sha256", "")))
         path = compile_tree(rec, source, root, target, cache, jobs=jobs or int(settings.get("jobs", 2)),
-                            log=log, say=say, force=force)
+                            log=log, say=say, force=force, build=build)
         compiled = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         tree = Tree(path, compiled["compile_key"], _prefix(rec), "compiled")
-    return make_package(rec, tree, root, target, family, cache, log=log, say=say, force=force)
+    return make_package(rec, tree, root, target, family, cache, log=log, say=say, force=force, build=build)
 
 
 def _prefix(rec: recipes.Recipe) -> str:
     flag = next((f for f in rec.configure if f.startswith("--prefix=")), "--prefix=/usr/local")
     return flag.split("=", 1)[1]
+
+
+def wanted(config: Mapping[str, Any], paths: Paths, components: Sequence[str]) -> list[str]:
+    """The components among `components` whose config asks for the package kiln builds."""
+    return [c for c in components
+            if (paths.root / "components" / c / recipes.RECIPE_FILE).is_file()
+            and config["components"].get(c, {}).get("source") == "build"]

@@ -70,6 +70,25 @@ class Recipe:
         return dict(families[family])
 
 
+def with_java(recipe: Recipe) -> Recipe:
+    """The recipe's Java variant (its "java" block): more configure flags and packages, network on."""
+    java = recipe.data.get("java")
+    if not java:
+        raise UserError(f"the {recipe.name} recipe has no Java variant")
+    data = json.loads(json.dumps(recipe.data))
+    data["configure"] = [f for f in data["configure"] if f not in java.get("drop_configure", [])]
+    data["configure"] += java["configure"]
+    for family, extra in java.get("build_depends", {}).items():
+        if family in data["families"]:
+            data["families"][family]["build_depends"] += extra
+    for family, extra in java.get("runtime_depends", {}).items():
+        if family in data["families"]:
+            data["families"][family]["runtime_depends"] += extra
+    data["network"] = bool(java.get("network"))
+    data.pop("java")
+    return Recipe(recipe.name, recipe.folder, data)
+
+
 def load(component_dir: Path) -> Recipe:
     path = component_dir / RECIPE_FILE
     try:
@@ -124,6 +143,33 @@ def find_source(recipe: Recipe, root: Path, override: str = "", override_sha256:
                     f"(a tarball with source_sha256, or a source tree)")
 
 
+@dataclass(frozen=True)
+class Prebuilt:
+    path: Path
+    sha256: str
+    prefix: str
+
+
+def prebuilt(recipe: Recipe, root: Path, target: str) -> Prebuilt:
+    """The recipe's prebuilt installed tree (its "prebuilt" block), found in its search folders."""
+    spec = recipe.data.get("prebuilt")
+    if not spec:
+        raise UserError(f"the {recipe.name} recipe names no prebuilt tree",
+                        f"set components.{recipe.name}.build.tree to a tarball path, or leave it empty")
+    if target not in spec.get("targets", []):
+        raise UserError(f"the prebuilt {recipe.name} tree is for {', '.join(spec.get('targets', []))}, "
+                        f"not {target}")
+    tried = []
+    for folder in recipe.data["source"].get("search", []):
+        base = Path(folder)
+        candidate = (base if base.is_absolute() else root / base) / spec["file"]
+        tried.append(str(candidate))
+        if candidate.is_file():
+            return Prebuilt(candidate, spec["sha256"], spec["prefix"])
+    raise UserError(f"the prebuilt {recipe.name} tree {spec['file']} was not found (looked in: "
+                    f"{', '.join(tried)})", f"leave components.{recipe.name}.build.tree empty to compile")
+
+
 def _checked(path: Path, sha256: str, what: str) -> Source:
     actual = sha256_file(path)
     if actual != sha256.lower():
@@ -144,6 +190,7 @@ def compile_inputs(recipe: Recipe, source: Source, target: str, root_packages: s
         "source": source.sha256 or source.origin,
         "patches": {p: sha256_file(recipe.folder / p) for p in recipe.patches},
         "configure": recipe.configure,
+        **({"network": True} if recipe.data.get("network") else {}),
         "target": target,
         "build_root_packages": hashlib.sha256(root_packages.encode()).hexdigest(),
     }

@@ -48,16 +48,18 @@ exec chroot "$root" "$@"
 
 
 def argv(root: Path, command: Sequence[str], *, binds: Sequence[Bind] = (),
-         env: Mapping[str, str] | None = None, unshare: str = "unshare") -> list[str]:
-    """The command line that runs `command` inside `root` (see the module docstring)."""
+         env: Mapping[str, str] | None = None, unshare: str = "unshare", network: bool = False) -> list[str]:
+    """The command line that runs `command` inside `root` (see the module docstring); `network`
+    keeps the host's network (only for recipes that must download while building)."""
     mounts: list[str] = []
     for bind in binds:
         if not bind.target.startswith("/") or ".." in bind.target.split("/"):
             raise ValueError(f"bind target must be an absolute path inside the root: {bind.target!r}")
         mounts += [str(bind.source), bind.target, "ro" if bind.read_only else "rw"]
     environment = [f"{k}={v}" for k, v in {**BASE_ENV, **(env or {})}.items()]
+    isolate = ["--uts", "--ipc"] if network else ["--net", "--uts", "--ipc"]
     return [unshare, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child",
-            "--net", "--uts", "--ipc", "--", "/bin/sh", "-c", _SETUP, "kiln-sandbox", str(root),
+            *isolate, "--", "/bin/sh", "-c", _SETUP, "kiln-sandbox", str(root),
             *mounts, "--", "/usr/bin/env", "-i", *environment, *command]
 
 

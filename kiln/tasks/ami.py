@@ -7,14 +7,14 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from invoke import Collection, task
+from invoke import Collection
 from invoke.exceptions import Exit
 
 from kiln.config import catalog
 from kiln.config.load import Config
 from kiln.paths import Paths
 from kiln.table import format_table
-from kiln.tasks.cli import COMMON_HELP, config_from, handle_errors, say, split_csv, warn
+from kiln.tasks.cli import COMMON_HELP, config_from, handle_errors, say, split_csv, task, warn
 
 COMMON = ["config", "set_"]
 REGION_HELP = "AWS region (default: aws.region of the config)."
@@ -36,13 +36,17 @@ def _aws_task(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _session(cfg: Config, region: str) -> Any:
+    """A session for --region (else aws.region): the region checked and its endpoint reachable."""
     from kiln.aws.session import connect
 
     return connect(region or cfg["aws"]["region"])
 
 
 def _regions(cfg: Config, region: str) -> list[str]:
-    return [region] if region else [cfg["aws"]["region"], *cfg["aws"]["extra_regions"]]
+    from kiln.aws.session import check_region
+
+    regions = [region] if region else [cfg["aws"]["region"], *cfg["aws"]["extra_regions"]]
+    return [check_region(r) for r in regions]
 
 
 @task(iterable=[*COMMON, "target"], help={
@@ -55,10 +59,16 @@ def _regions(cfg: Config, region: str) -> list[str]:
 def build(c, target=None, region="", config=None, set_=None, profile="", quiet=False):
     """Bake AMIs with Packer (amazon-ebs), require IMDSv2 on every copy, record their ids."""
     from kiln.aws.bake import build_amis
+    from kiln.aws.session import check_region
 
+    targets = split_csv(target)
+    if region:
+        check_region(region)
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
-    for result, amis in build_amis(cfg, paths, split_csv(target), region or None, quiet=quiet):
+    for name in cfg["aws"]["extra_regions"]:  # copies go there: known before anything is baked
+        check_region(name)
+    for result, amis in build_amis(cfg, paths, targets, region or None, quiet=quiet):
         listed = ", ".join(f"{r} {a}" for r, a in sorted(amis.items()))
         say(f"{result.pair}: {listed} (record: {result.directory})")
 
@@ -85,7 +95,7 @@ def list_(c, region="", target="", config=None, set_=None, profile=""):
         for i in images]))
 
 
-@task(iterable=COMMON, help={
+@task(iterable=COMMON, bounds={"keep": (0, 1000)}, help={
     **COMMON_HELP,
     "keep": "How many of the newest AMIs to keep per region and target (default 3).",
     "yes": "Really deregister and delete snapshots (without it: only show what would go).",
@@ -96,13 +106,10 @@ def list_(c, region="", target="", config=None, set_=None, profile=""):
 def prune(c, keep=3, yes=False, region="", target="", config=None, set_=None, profile=""):
     """Deregister all but the newest N kiln AMIs and delete their snapshots (dry run by default)."""
     from kiln.aws import images
-    from kiln.errors import UserError
 
-    if int(keep) < 0:
-        raise UserError(f"--keep {keep}: expected 0 or more")
     cfg = config_from(config, set_, profile)
     aws = _session(cfg, region)
-    doomed = images.prune_plan(images.list_images(aws, _regions(cfg, region), target or None), int(keep))
+    doomed = images.prune_plan(images.list_images(aws, _regions(cfg, region), target or None), keep)
     if not doomed:
         say(f"nothing to prune: at most {keep} kiln AMI(s) per region and target")
         return
@@ -119,7 +126,7 @@ def prune(c, keep=3, yes=False, region="", target="", config=None, set_=None, pr
         raise Exit(code=1)
 
 
-@task(iterable=COMMON, help={
+@task(iterable=COMMON, bounds={"timeout": (1, 86400)}, help={
     **COMMON_HELP,
     "shape": "Cluster shape: 1 (standalone), Nm or NmMa, e.g. 3m2a (default: cluster.default_shape).",
     "name": "Cluster name (default: <cluster.name>-<shape>, e.g. kiln-3m2a).",
@@ -179,8 +186,8 @@ def ssh_config(c, name, region="", config=None, set_=None, profile=""):
     say(f"e.g. ssh -F {path} {name}-{nodes[0].name}")
 
 
-@task(iterable=COMMON, help={**COMMON_HELP, "name": NAME_HELP, "region": REGION_HELP,
-                             "timeout": TIMEOUT_HELP})
+@task(iterable=COMMON, bounds={"timeout": (1, 86400)},
+      help={**COMMON_HELP, "name": NAME_HELP, "region": REGION_HELP, "timeout": TIMEOUT_HELP})
 @_aws_task
 def destroy(c, name, region="", timeout=600, config=None, set_=None, profile=""):
     """Terminate a cluster's instances, then delete its security group and imported key pair."""

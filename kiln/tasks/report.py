@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from invoke import task
-
 from kiln.paths import Paths
-from kiln.tasks.cli import handle_errors, say
+from kiln.tasks.cli import handle_errors, say, task
 
 
 @task(help={

@@ -11,11 +11,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOX_VOLUME_PREFIX, CANARY, CATALOG, INVOKE, NIGHTLY_REPORTS
+from e2e_helpers import BOX_VOLUME_PREFIX, CANARY, CATALOG, INVOKE, MESOS_SETS, NIGHTLY_REPORTS
 
 from kiln.image import accel
-from kiln.paths import REPO_ROOT
+from kiln.paths import REPO_ROOT, Paths
 from kiln.vagrant import netns
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The session's own, empty kiln cache (layers, packages, build roots): the nightly's build is a
+    cold one, and every later build in the session reuses what it cached."""
+    cache = tmp_path_factory.mktemp("kiln-cache")
+    before = os.environ.get("KILN_CACHE_DIR")
+    os.environ["KILN_CACHE_DIR"] = str(cache)
+    try:
+        yield cache
+    finally:
+        if before is None:
+            os.environ.pop("KILN_CACHE_DIR", None)
+        else:
+            os.environ["KILN_CACHE_DIR"] = before
 
 
 @pytest.fixture(scope="session")
@@ -25,8 +41,8 @@ def nightly() -> subprocess.CompletedProcess[str]:
     one-node cluster with `invoke up`, and reports. A canary check (--expect-file of a file
     no image has) must fail it, in every report form."""
     started = time.monotonic()
-    done = subprocess.run([*INVOKE, "nightly", "--profile", "offline", "--targets", "debian-12",
-                           "--cluster-shape", "1", "--report-dir", str(NIGHTLY_REPORTS),
+    done = subprocess.run([*INVOKE, "nightly", "--profile", "offline", *MESOS_SETS, "--targets",
+                           "debian-12", "--cluster-shape", "1", "--report-dir", str(NIGHTLY_REPORTS),
                            "--expect-file", CANARY], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=3 * 3600)
     print(done.stdout[-6000:], done.stderr[-3000:])
@@ -40,9 +56,9 @@ def debian_box() -> Path:
     built it); built here when there is none."""
     if not CATALOG.exists():
         started = time.monotonic()
-        build = subprocess.run([*INVOKE, "build", "--profile", "offline", "--target", "debian-12",
-                                "--builder", "qemu", "--quiet"], cwd=REPO_ROOT, capture_output=True,
-                               text=True, timeout=3600)
+        build = subprocess.run([*INVOKE, "build", "--profile", "offline", *MESOS_SETS, "--target",
+                                "debian-12", "--builder", "qemu", "--quiet"], cwd=REPO_ROOT,
+                               capture_output=True, text=True, timeout=3600)
         print(build.stdout[-3000:], build.stderr[-3000:])
         print(f"build for the Vagrant tests took {time.monotonic() - started:.0f}s")
         assert build.returncode == 0, build.stderr
@@ -55,7 +71,7 @@ def libvirt_ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Libvi
     if why is not None:
         pytest.skip(f"Vagrant VM tests need their own libvirtd in a network namespace: {why}")
     logs = REPO_ROOT / "build" / "logs" / "e2e-libvirt"
-    kvm = accel.resolve("auto", REPO_ROOT / "build" / "cache").accel == "kvm"
+    kvm = accel.resolve("auto", Paths().cache).accel == "kvm"
     with netns.libvirt_namespace(f"kiln-e2e-{os.getpid()}", logs, kvm=kvm) as ns:
         yield ns
         for volume in ns.virsh("vol-list", "default").stdout.split():

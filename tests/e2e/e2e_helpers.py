@@ -3,6 +3,7 @@ where the nightly writes its reports, and running a command inside the test name
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -29,3 +30,20 @@ def run_in(ns: netns.LibvirtNamespace, argv: list[str], env: dict[str, str], *, 
     print(f"$ {' '.join(argv)}  ({time.monotonic() - started:.0f}s, exit {done.returncode})")
     print(done.stdout[-5000:], done.stderr[-3000:])
     return done
+
+
+def _mesos_sets() -> tuple[list[str], str]:
+    """--set options that put Mesos into the e2e images, and why not when they cannot: CI packages
+    the prebuilt tree beside the checkout (../shared/mesos) instead of compiling for hours."""
+    from kiln.errors import UserError
+    from kiln.packages import recipe
+
+    try:
+        recipe.prebuilt(recipe.load(REPO_ROOT / "components" / "mesos"), REPO_ROOT, "debian-12")
+    except UserError as exc:
+        reason = f"no prebuilt Mesos tree on this machine ({exc}), and compiling takes hours"
+        return ["--set", f"components.exclude.mesos={json.dumps(reason)}"], reason
+    return ["--set", "components.mesos.build.tree=prebuilt"], ""
+
+
+MESOS_SETS, NO_MESOS = _mesos_sets()

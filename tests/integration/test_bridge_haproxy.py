@@ -39,7 +39,7 @@ import pytest
 from kiln.paths import REPO_ROOT
 from kiln_bridge.apply import APPLIED, NOT_READY, REJECTED, UNCHANGED, Applier
 from kiln_bridge.cli import Syncer
-from kiln_bridge.model import parse_body
+from kiln_bridge.model import is_app_id, is_host, parse_body, parse_marathon
 from kiln_bridge.render import IMAGE_DEFAULTS, GlobalSettings, render
 
 HAPROXY = "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else shutil.which("haproxy")
@@ -273,19 +273,37 @@ def routed(port: int, host: str | None, expected: set[str], timeout: float = 15.
         raise AssertionError(f"{exc}; last answers: {sorted(seen)}") from None
 
 
+def port_mappings_of(app: dict[str, Any]) -> list[dict[str, Any]]:
+    container = app.get("container") or {}
+    docker = container.get("docker") or {}
+    return [*(container.get("portMappings") or []), *(docker.get("portMappings") or [])]
+
+
+def service_ports_of(document: dict[str, Any]) -> set[int]:
+    found: set[int] = set()
+    for app in document["apps"]:
+        found.update(d["port"] for d in app.get("portDefinitions") or [])
+        found.update(app.get("ports") or [])
+        found.update(m["servicePort"] for m in port_mappings_of(app))
+    return found - {0}
+
+
 class World:
     """Local backends, the Marathon stand-in, and a real haproxy in master-worker mode."""
 
-    def __init__(self, tmp_path: Path, events_enabled: bool = True,
-                 settings: GlobalSettings | None = None) -> None:
+    def __init__(self, tmp_path: Path, events_enabled: bool = True, settings: GlobalSettings | None = None,
+                 fixture: str = "apps.json", task_backends: dict[int, str] | None = None) -> None:
         self.tmp = tmp_path
         self.settings = settings or harness_settings(tmp_path)
-        names = [*sorted(set(TASK_BACKENDS.values())), "web-3", "trap"]
+        self.task_backends = TASK_BACKENDS if task_backends is None else task_backends
+        names = [*sorted(set(self.task_backends.values())), "web-3", "trap"]
         self.backends = {name: http_backend(name) for name in names}
-        service_ports = (10001, 10002, 10003, 10004, 10005)
-        self.ports = {port: free_port() for port in service_ports}
+        original = json.loads((FIXTURES / fixture).read_text())
+        # Every service port of the fixture becomes a free high port on 127.0.0.1 (0 stays 0).
+        self.ports = {port: free_port() for port in service_ports_of(original)}
+        self.ports[0] = 0
         self.vhost_port = free_port()
-        self.document = self.localize(json.loads((FIXTURES / "apps.json").read_text()))
+        self.document = self.localize(original)
         self.marathon = MarathonStandIn(self.document, events_enabled)
         self.config = tmp_path / "haproxy.cfg"
         self.config.write_text(INITIAL_CONFIG)
@@ -307,11 +325,11 @@ class World:
                 definition["port"] = self.ports[definition["port"]]
             if "ports" in app:
                 app["ports"] = [self.ports[p] for p in app["ports"]]
-            for mapping in (app.get("container") or {}).get("docker", {}).get("portMappings", []):
+            for mapping in port_mappings_of(app):
                 mapping["servicePort"] = self.ports[mapping["servicePort"]]
             for task in app.get("tasks", []):
                 task["host"] = LOCAL
-                task["ports"] = [self.backend_port(TASK_BACKENDS.get(p, "trap")) for p in task["ports"]]
+                task["ports"] = [self.backend_port(self.task_backends.get(p, "trap")) for p in task["ports"]]
         return doc
 
     def backend_port(self, name: str) -> int:
@@ -494,10 +512,11 @@ def test_routes_by_host_header_and_by_service_port(world: World, capsys: pytest.
 
 @pytest.mark.parametrize("answer", [
     (200, b"<html><body>Bad Gateway</body></html>"),
-    (200, b'{"apps": [{"id": "/web", "tasks": [{"host": "127.0.0.1", "ports": ["31001"]}]}]}'),
+    (200, b'{"apps": [{"id": "/web", "ports": ["10001"], "tasks": [{"host": "127.0.0.1", '
+          b'"ports": [31001]}]}]}'),
     (200, b'{"message": "Leader election in progress"}'),
     (503, b'{"message": "Could not determine the current leader"}'),
-], ids=["html", "bad-task", "no-apps", "http-503"])
+], ids=["html", "bad-app", "no-apps", "http-503"])
 def test_a_bad_marathon_answer_keeps_the_last_good_config(world: World, answer: tuple[int, bytes],
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     syncer = Syncer(world.args())
@@ -570,6 +589,158 @@ def test_a_new_task_is_written_reloaded_and_gets_traffic(world: World) -> None:
     routed(world.vhost_port, "web.example.test", {"web-1", "web-2", "web-3"})
     routed(world.ports[10001], None, {"web-1", "web-2", "web-3"})
     routed(world.vhost_port, "api.example.test", {"api"})
+
+
+# --- a bad task costs only itself ------------------------------------------------------------------
+
+# Tasks as a broken or hostile agent could make Marathon report them: each would break haproxy.cfg
+# (a newline ends the server line; haproxy refuses 'a..b'; a string port) if it got through.
+BAD_TASKS: list[Any] = [
+    {"id": "web.bad-1", "host": "127.0.0.1\n", "ports": [31001], "state": "TASK_RUNNING"},
+    {"id": "web.bad-2", "host": "127.0.0.1:31001 check\nlisten x\n  bind :1", "ports": [31001]},
+    {"id": "web.bad-3", "host": "agent..example.test", "ports": [31001], "state": "TASK_RUNNING"},
+    {"id": "web.bad-4", "host": LOCAL, "ports": ["31001"], "state": "TASK_RUNNING"},
+    {"id": "web.bad-5", "host": LOCAL, "ports": [31001], "state": ["TASK_RUNNING"]},
+    "web.bad-6",
+]
+BAD_TASK_LOG = [
+    "dropped task web.bad-1 (tasks[4]) of /web: host must be a host name or IPv4 address, got '127.0.0.1\\n'",
+    "dropped task web.bad-2 (tasks[5]) of /web: host must be a host name or IPv4 address, got "
+    "'127.0.0.1:31001 check\\nlisten x\\n  bind :1'",
+    "dropped task web.bad-3 (tasks[6]) of /web: host must be a host name or IPv4 address, got "
+    "'agent..example.test'",
+    "dropped task web.bad-4 (tasks[7]) of /web: ports must be a list of integers 1-65535",
+    "dropped task web.bad-5 (tasks[8]) of /web: state must be a string, got a list",
+    "dropped task tasks[9] of /web: must be an object, got 'web.bad-6'",
+]
+
+
+def with_bad_tasks(document: dict[str, Any]) -> dict[str, Any]:
+    doc = copy.deepcopy(document)
+    next(app for app in doc["apps"] if app["id"] == "/web")["tasks"] += copy.deepcopy(BAD_TASKS)
+    return doc
+
+
+def test_a_bad_task_is_dropped_logged_and_the_rest_routed(world: World,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    world.marathon.set_document(with_bad_tasks(world.document))
+    syncer = Syncer(world.args())
+    assert syncer.sync() == APPLIED, "haproxy -c accepted the config and it went live"
+    checked = subprocess.run([HAPROXY, "-c", "-f", str(world.config)], capture_output=True, text=True,
+                             check=False)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2"})
+    routed(world.ports[10001], None, {"web-1", "web-2"})
+    routed(world.ports[10004], None, {"db"})
+    err = capsys.readouterr().err.splitlines()
+    dropped = [line for line in err if "dropped task" in line]
+    assert dropped == [f"kiln-haproxy-bridge: {m}" for m in BAD_TASK_LOG]
+    # Next round, the same bad tasks: nothing new to say and nothing to reload.
+    assert syncer.sync() == UNCHANGED
+    assert "dropped" not in capsys.readouterr().err
+    # They hold back no later change: a new good task is routed while they are still there.
+    world.marathon.set_document(with_bad_tasks(new_web_task(world)))
+    assert syncer.sync() == APPLIED
+    routed(world.vhost_port, "web.example.test", {"web-1", "web-2", "web-3"})
+    assert world.reload_count() == 2
+
+
+def unshare_available() -> bool:
+    return os.geteuid() == 0 and shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--net", "true"], capture_output=True, check=False).returncode == 0
+
+
+def haproxy_check_offline(config: Path) -> subprocess.CompletedProcess[str]:
+    """`haproxy -c` in a network namespace of its own: it resolves the server names (init-addr
+    libc), and there those lookups fail at once instead of going to the machine's DNS server."""
+    return subprocess.run(["unshare", "--net", HAPROXY, "-c", "-f", str(config)], capture_output=True,
+                          text=True, timeout=60, check=False)
+
+
+# Boundary values the model accepts; each must render a config haproxy accepts.
+EDGE_HOSTS = ["1", "1.2", "0", "127.1", "3a", "1e5", "00000000001", "256.1.1.1", "9.9.9.9.9.9", "a-b.c",
+              "A.B.C", "x" * 63, ".".join(["a" * 63] * 3) + "." + "b" * 61, "xn--bcher-kva.example",
+              "0.0.0.0", "255.255.255.255", "agent-1.cluster.example.test"]
+EDGE_IDS = ["/a", "/0", "/a.b", "/a..b", "/a-b", "/a--b", "/1.2.3", "/a/b/c", "/" + "a" * 200,
+            "/" + "/".join(["x"] * 100), "a/b/d"]
+
+
+@pytest.mark.skipif(not unshare_available(), reason="needs root and unshare(1): haproxy -c resolves the "
+                    "host names, and only a network namespace of the test's own keeps those lookups off "
+                    "the network")
+def test_whatever_the_model_accepts_renders_a_config_haproxy_accepts(tmp_path: Path) -> None:
+    assert all(is_host(h) for h in EDGE_HOSTS) and all(is_app_id(i) for i in EDGE_IDS)
+    vhosts = [f"v{i}.{h}".lower()[:253].rstrip(".-") for i, h in enumerate(EDGE_HOSTS * 8)]
+    apps = []
+    for n, app_id in enumerate(EDGE_IDS):
+        tasks = [{"id": f"t{n}.{i}", "host": host, "ports": [1, 65535]} for i, host in enumerate(EDGE_HOSTS)]
+        tasks.append({"id": f"t{n}.dup", "host": EDGE_HOSTS[0], "ports": [1, 65535]})
+        apps.append({"id": app_id, "ports": [20000 + 2 * n, 20001 + 2 * n], "tasks": tasks,
+                     "labels": {"HAPROXY_0_VHOST": ",".join(vhosts)} if n < 3 else {}})
+    routes = parse_marathon({"apps": apps})
+    assert routes.dropped == () and len(routes.apps) == len(EDGE_IDS)
+    config = tmp_path / "edge.cfg"
+    for settings in (harness_settings(tmp_path), IMAGE_DEFAULTS):
+        config.write_text(render(routes.apps, 18080, LOCAL, settings))
+        done = haproxy_check_offline(config)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "ALERT" not in done.stderr, done.stderr
+
+
+@pytest.mark.skipif(not unshare_available(), reason="needs root and unshare(1): haproxy -c resolves the "
+                    "host names, and only a network namespace of the test's own keeps those lookups off "
+                    "the network")
+@pytest.mark.parametrize(("lines", "alert"), [
+    (["  server a a..b:31000 check"], "Can't create DNS resolution for server"),
+    (["  server h:1 h:1 check", "  server h:1 h:1 check"], "another server named 'h:1'"),
+    (["  acl v hdr(host) -i " + " ".join(f"h{i}.test" for i in range(70))], "too many words"),
+], ids=["double-dot-host", "server-twice", "acl-70-hosts"])
+def test_what_the_model_and_renderer_keep_out_would_break_the_config(tmp_path: Path, lines: list[str],
+                                                                     alert: str) -> None:
+    """Why the checks exist: written straight into a config, each of these fails `haproxy -c`."""
+    config = tmp_path / "bad.cfg"
+    config.write_text(INITIAL_CONFIG + "  default-server init-addr libc,none\n\nlisten l\n"
+                      f"  bind {LOCAL}:{free_port()}\n" + "\n".join(lines) + "\n")
+    done = haproxy_check_offline(config)
+    assert done.returncode != 0 and alert in done.stdout + done.stderr, done.stdout + done.stderr
+    assert not is_host("a..b")
+
+
+# --- Marathon's documented app shapes, routed for real ----------------------------------------------
+
+# Each task port of the fixtures goes to a backend answering with that port number.
+DOC_FIXTURES = {
+    "docker-bridge.json": (
+        {9000: {"31500", "31510"}, 2000: {"31520"}, 2001: {"31521"}, 10000: {"31530"}, 10001: {"31531"},
+         10002: {"31532"}},
+        ("bridged.example.test", {"31500", "31510"}),
+        (9001, 3000),  # udp mappings: no listener
+    ),
+    "networking-1.5.json": (
+        {10080: {"31800", "31810"}, 10091: {"31900"}, 10100: {"31950"}, 10101: {"31951"}},
+        ("nginx.example.test", {"31800", "31810"}),
+        (10090,),  # container mode, no host port: no listener
+    ),
+}
+
+
+@pytest.mark.parametrize("fixture", sorted(DOC_FIXTURES))
+def test_marathon_documented_apps_route_through_haproxy(tmp_path: Path, fixture: str) -> None:
+    listeners, (vhost, vhost_backends), unrouted = DOC_FIXTURES[fixture]
+    task_ports = {p for app in json.loads((FIXTURES / fixture).read_text())["apps"]
+                  for task in app.get("tasks", []) for p in task["ports"]}
+    world = World(tmp_path, fixture=fixture, task_backends={p: str(p) for p in task_ports})
+    try:
+        syncer = Syncer(world.args())
+        assert syncer.sync() == APPLIED
+        for service_port, backends in listeners.items():
+            routed(world.ports[service_port], None, backends)
+        routed(world.vhost_port, vhost, vhost_backends)
+        for service_port in unrouted:
+            status, reason = get(world.ports[service_port])
+            assert status == 0 and "refused" in reason, (service_port, status, reason)
+    finally:
+        world.stop()
 
 
 # --- the service loop: `python -m kiln_bridge run` -----------------------------------------------

@@ -19,7 +19,8 @@ from kiln.aws.network import ingress_rules
 from kiln.config import catalog
 from kiln.config.load import load_config
 from kiln.config.targets import select_pairs
-from kiln.image.render import build_steps, provision_env
+from kiln.image.layers import Step, steps
+from kiln.image.render import provision_env
 from kiln.image.verify import suites
 from kiln.paths import REPO_ROOT, Paths
 
@@ -100,7 +101,8 @@ def test_the_host_side_sees_the_toy_everywhere(toy_tree: Paths) -> None:
     assert toy_tree.root / "components" / "toy" / "test_toy.py" in suites(toy_tree)
     order = [u["unit"] for u in node["units"]]
     assert order.index("zookeeper") < order.index("toy")
-    assert {"script": "components/toy/bake.sh", "title": "component: toy"} in build_steps(config, cat)
+    system_steps = steps(cat, config.components_for("debian-12"))["system"]
+    assert Step("components/toy/bake.sh", "component: toy") in system_steps
     (pair,) = select_pairs(config.data, ["debian-12"], ["qemu"])
     env = provision_env(config, pair, ["toy"], "rev", cat)
     assert "KILN_TOY_GREETING='hello from the toy'" in env and f"KILN_TOY_PORT_HTTP={TOY_PORT}" in env

@@ -12,6 +12,7 @@ import copy
 import glob
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -23,14 +24,14 @@ import pytest
 from kiln.paths import REPO_ROOT
 from kiln_bridge.cli import main
 from kiln_bridge.marathon import SYNC_EVENTS, event_type, events_url, read_events
-from kiln_bridge.model import App, BadResponse, Task, parse_apps, parse_body
+from kiln_bridge.model import App, BadResponse, Task, parse_apps, parse_body, parse_marathon
 from kiln_bridge.render import IMAGE_DEFAULTS, GlobalSettings, render
 
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "marathon"
 APPS_JSON = FIXTURES / "apps.json"
 
 EXPECTED = """\
-# Written by kiln-haproxy-bridge from Marathon's apps; local edits are overwritten.
+# Written by kiln-haproxy-bridge; local edits are overwritten.
 global
   maxconn 4096
   user haproxy
@@ -247,6 +248,79 @@ def test_vhost_backend_uses_port_index_zero() -> None:
                          "  server h1:31000 h1:31000 check\n")
 
 
+# Marathon's documented app shapes (tests/fixtures/marathon/docker-bridge.json: Docker BRIDGE apps
+# as answered before 1.5, with the default {"port": 0} definition beside the port mappings;
+# networking-1.5.json: the 1.5 `networks` API).
+@pytest.mark.parametrize(("name", "expected"), [
+    ("docker-bridge.json", {
+        "/bridged-webapp": ((0, 9000),),  # the udp mapping (9001) gets no listener
+        "/fixed-ports": ((0, 2000), (1, 2001)),
+        "/host-mode": ((0, 10000), (1, 10001), (2, 10002)),
+    }),
+    ("networking-1.5.json", {
+        "/web/nginx-bridge": ((0, 10080),),
+        # container mode: 10090's mapping has no hostPort, so the task's only host port is 10091's
+        "/web/overlay": ((0, 10091),),
+        "/ops/host-app": ((0, 10100), (1, 10101)),
+    }),
+])
+def test_marathon_documented_apps_get_their_service_ports(name: str, expected: dict[str, Any]) -> None:
+    apps = by_id(json.loads((FIXTURES / name).read_text()))
+    assert {app_id: app.service_ports for app_id, app in apps.items()} == expected
+    assert all(app.tasks for app in apps.values())
+
+
+def test_a_bridge_app_with_a_zero_port_definition_routes_its_mappings() -> None:
+    text = render(parse_body((FIXTURES / "docker-bridge.json").read_bytes()))
+    assert ("listen tcp_bridged-webapp_9000\n  bind 0.0.0.0:9000\n  mode tcp\n  balance leastconn\n"
+            "  server 10.141.141.10:31500 10.141.141.10:31500 check\n"
+            "  server 10.141.141.11:31510 10.141.141.11:31510 check\n") in text
+    assert "backend vhost_bridged-webapp\n  mode http\n  balance roundrobin\n  option forwardfor\n" \
+           "  server 10.141.141.10:31500 10.141.141.10:31500 check\n" in text
+    assert ":9001" not in text and ":3000" not in text, "udp ports get no TCP listener"
+    assert "listen tcp_fixed-ports_2001\n  bind 0.0.0.0:2001\n  mode tcp\n  balance leastconn\n" \
+           "  server 10.141.141.11:31521 10.141.141.11:31521 check\n" in text
+
+
+@pytest.mark.parametrize(("app", "service_ports"), [
+    # mode unknown, mappings present, definitions all zero: the mappings
+    ({"portDefinitions": [{"port": 0}], "container": {"portMappings": [{"servicePort": 10001}]}},
+     ((0, 10001),)),
+    # a non-zero definition and no mode: the definitions (Marathon ignores mappings in host mode)
+    ({"portDefinitions": [{"port": 10002}], "container": {"portMappings": [{"servicePort": 10001}]}},
+     ((0, 10002),)),
+    # host mode said outright: the definitions, even when they are zero
+    ({"networks": [{"mode": "host"}], "portDefinitions": [{"port": 0}],
+      "container": {"portMappings": [{"servicePort": 10001}]}}, ()),
+    # bridge: a mapping without hostPort still has one (0 means any)
+    ({"networks": [{"mode": "container/bridge"}], "container": {"portMappings": [
+        {"servicePort": 10001}, {"servicePort": 10002}]}}, ((0, 10001), (1, 10002))),
+    ({"container": {"docker": {"network": "USER", "portMappings": [
+        {"servicePort": 10001}, {"hostPort": 0, "servicePort": 10002}]}}}, ((0, 10002),)),
+    ({"portDefinitions": [{"port": 10001, "protocol": "udp,tcp"}, {"port": 10002, "protocol": "udp"}]},
+     ((0, 10001),)),
+])
+def test_which_ports_an_app_is_routed_on(app: dict[str, Any], service_ports: tuple[Any, ...]) -> None:
+    assert parse_apps({"apps": [dict(app, id="/a")]})[0].service_ports == service_ports
+
+
+def test_two_tasks_at_one_address_give_one_server() -> None:
+    doc = {"apps": [{"id": "/a", "ports": [10001, 10002], "tasks": [
+        {"host": "h1", "ports": [31000, 31001]}, {"host": "h1", "ports": [31000, 31002]}]}]}
+    text = render(parse_apps(doc))
+    assert text.count("server h1:31000 h1:31000 check\n") == 1
+    assert "server h1:31001 h1:31001 check\n  server h1:31002 h1:31002 check\n" in text
+
+
+def test_many_host_names_are_spread_over_acl_lines() -> None:
+    hosts = [f"h{i:03d}.example.test" for i in range(120)]
+    doc = {"apps": [{"id": "/a", "labels": {"HAPROXY_0_VHOST": ",".join(hosts)}}]}
+    lines = [line for line in render(parse_apps(doc)).splitlines() if line.startswith("  acl vhost_a ")]
+    assert len(lines) == 3
+    assert [len(line.split()) for line in lines] == [54, 54, 24]  # haproxy reads up to 64 words a line
+    assert sorted(word for line in lines for word in line.split()[4:]) == hosts
+
+
 # --- malformed answers ---------------------------------------------------------------------------
 
 
@@ -281,24 +355,59 @@ def app(**fields: Any) -> dict[str, Any]:
     (app(labels={"HAPROXY_0_VHOST": "bad host!"}), "HAPROXY_0_VHOST holds 'bad host!'"),
     (app(labels={"HAPROXY_0_VHOST": "a.test if TRUE"}), "is not a host name"),
     (app(tasks={"host": "h"}), r"tasks must be a list of objects"),
-    (app(tasks=[{"ports": [31000]}]), r"tasks\[0\]\.host must be a host name"),
-    (app(tasks=[{"host": "10.0.0.1 backup", "ports": [31000]}]), r"\.host must be a host name"),
-    (app(tasks=[{"host": "h", "ports": [0]}]), r"tasks\[0\]\.ports must be a list of integers 1-65535"),
-    (app(tasks=[{"host": "h", "ports": "31000"}]), r"tasks\[0\]\.ports must be"),
-    (app(tasks=[{"host": "h", "state": 1}]), r"tasks\[0\]\.state must be a string"),
-    (app(tasks=[{"host": "h", "healthCheckResults": {"alive": True}}]), "healthCheckResults must be a list"),
-    (app(tasks=[{"host": "h", "healthCheckResults": [{"alive": "yes"}]}]), "alive must be true or false"),
+    (app(id="/web\n"), "must be a Marathon app id"),
+    (app(id="web\x00"), "must be a Marathon app id"),
+    (app(portDefinitions=[{"port": 10001}, {"port": 10001}]), "service port 10001 occurs twice in /a"),
+    (app(portDefinitions=[{"port": 10001, "protocol": 6}]),
+     r"portDefinitions\[0\]\.protocol must be a string"),
+    (app(networks="host"), r"networks must be a list of objects"),
+    (app(networks=[{"mode": None}]), r"networks\[\]\.mode must be a string"),
+    (app(container={"docker": {"network": 1}}), r"docker\.network must be a string"),
+    (app(container={"portMappings": [{"hostPort": -1}]}), r"portMappings\[0\]\.hostPort must be an integer"),
+    (app(labels={"HAPROXY_0_VHOST": "a.test\nb.test"}), r"HAPROXY_0_VHOST holds 'a.test\\nb.test'"),
+    (app(labels={"HAPROXY_0_VHOST": "a..test"}), "HAPROXY_0_VHOST holds 'a..test'"),
 ])
 def test_malformed_documents_are_rejected(document: object, message: str) -> None:
     with pytest.raises(BadResponse, match=message):
         parse_apps(document)
 
 
+@pytest.mark.parametrize(("task", "message"), [
+    ({"ports": [31000]}, r"host must be a host name or IPv4 address, got None"),
+    ({"host": "10.0.0.1 backup", "ports": [31000]},
+     r"host must be a host name or IPv4 address, got '10.0.0.1 backup'"),
+    ({"host": "10.0.0.1\n", "ports": [31000]}, r"got '10.0.0.1\\n'"),
+    ({"host": "a..b", "ports": [31000]}, r"got 'a..b'"),
+    ({"host": "h_1", "ports": [31000]}, r"got 'h_1'"),
+    ({"host": "h", "ports": [0]}, r"ports must be a list of integers 1-65535"),
+    ({"host": "h", "ports": "31000"}, r"ports must be a list of integers 1-65535"),
+    ({"host": "h", "state": 1}, r"state must be a string, got 1"),
+    ({"host": "h", "healthCheckResults": {"alive": True}}, "healthCheckResults must be a list"),
+    ({"host": "h", "healthCheckResults": [{"alive": "yes"}]}, "alive must be true or false"),
+])
+def test_a_malformed_task_is_dropped_with_a_note_and_the_rest_routed(task: dict[str, Any],
+                                                                     message: str) -> None:
+    good = {"id": "a.2", "host": "10.0.0.2", "ports": [31000]}
+    routes = parse_marathon(app(ports=[10001], tasks=[dict(task, id="a.1"), good]))
+    (only,) = routes.apps
+    assert only.tasks == (Task("10.0.0.2", (31000,)),)
+    (note,) = routes.dropped
+    assert note.startswith("dropped task a.1 (tasks[0]) of /a: ")
+    assert re.search(message, note), note
+    assert "\n" not in note
+
+
+def test_a_task_that_is_not_an_object_is_named_by_its_place() -> None:
+    routes = parse_marathon(app(ports=[10001], tasks=["10.0.0.1:31000", {"host": "h", "ports": [1]}]))
+    assert routes.dropped == ("dropped task tasks[0] of /a: must be an object, got '10.0.0.1:31000'",)
+    assert routes.apps[0].tasks == (Task("h", (1,)),)
+
+
 @pytest.mark.parametrize(("body", "message"), [
     (b"<html><body>502 Bad Gateway</body></html>", "not JSON"),
     (b"", "not JSON"),
     (b'{"apps": [', "not JSON"),
-    (b"\xff\xfe", "not JSON"),
+    (b"\xff\xfe", "not UTF-8"),
     (b"null", "'apps' list"),
 ])
 def test_bodies_that_are_not_an_apps_document_are_rejected(body: bytes, message: str) -> None:
@@ -308,9 +417,21 @@ def test_bodies_that_are_not_an_apps_document_are_rejected(body: bytes, message:
 
 def test_a_single_bad_app_rejects_the_whole_answer() -> None:
     doc = fixture()
-    doc["apps"][2]["tasks"][0]["ports"] = [None]
-    with pytest.raises(BadResponse, match=r"apps\[2\] \(/db\)\.tasks\[0\]\.ports"):
+    doc["apps"][2]["portDefinitions"][0]["port"] = None
+    with pytest.raises(BadResponse, match=r"apps\[2\] \(/db\)\.portDefinitions\[\]\.port must be"):
         parse_apps(doc)
+
+
+def test_a_single_bad_task_costs_only_that_task() -> None:
+    doc = fixture()
+    doc["apps"][2]["tasks"][0]["ports"] = [None]  # /db's only running task
+    routes = parse_marathon(doc)
+    assert routes.dropped == ("dropped task db.1 (tasks[0]) of /db: ports must be a list of integers "
+                              "1-65535",)
+    expected = by_id(fixture())
+    assert expected["/db"].tasks == (Task("10.0.0.12", (31030,)),)
+    without = expected["/db"]._replace(tasks=())
+    assert {app.app_id: app for app in routes.apps} == dict(expected, **{"/db": without})
 
 
 # --- Marathon's event stream (text/event-stream framing) ----------------------------------------
@@ -413,12 +534,25 @@ def test_bad_settings_exit_2_with_one_line(argv: list[str], env: dict[str, str],
 
 def test_render_command_rejects_a_malformed_file(tmp_path: Path) -> None:
     bad = tmp_path / "apps.json"
-    bad.write_text('{"apps": [{"id": "/a", "tasks": [{"host": "h", "ports": [0]}]}]}')
+    bad.write_text('{"apps": [{"id": "/a", "ports": [0, "x"], "tasks": [{"host": "h", "ports": [1]}]}]}')
     done = subprocess.run([sys.executable, "-m", "kiln_bridge", "render", "--from-file", str(bad)],
                           capture_output=True, text=True, cwd=REPO_ROOT, check=False)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1
-    assert done.stderr.startswith(f"kiln-haproxy-bridge: cannot render {bad}: apps[0] (/a).tasks[0].ports")
+    assert done.stderr.startswith(f"kiln-haproxy-bridge: cannot render {bad}: apps[0] (/a).ports must be")
+
+
+def test_render_command_names_each_task_it_leaves_out(tmp_path: Path) -> None:
+    doc = tmp_path / "apps.json"
+    doc.write_text('{"apps": [{"id": "/a", "ports": [10001], "tasks": [{"id": "a.1", "host": "h\\n", '
+                   '"ports": [31000]}, {"id": "a.2", "host": "h", "ports": [31001]}]}]}')
+    done = subprocess.run([sys.executable, "-m", "kiln_bridge", "render", "--from-file", str(doc)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, check=False)
+    assert done.returncode == 0
+    assert done.stderr == ("kiln-haproxy-bridge: dropped task a.1 (tasks[0]) of /a: host must be a host name "
+                           "or IPv4 address, got 'h\\n'\n")
+    assert done.stdout.endswith("listen tcp_a_10001\n  bind 0.0.0.0:10001\n  mode tcp\n  balance leastconn\n"
+                                "  server h:31001 h:31001 check\n")
 
 
 # --- Python 3.9, the oldest python3 on the images -------------------------------------------------
@@ -449,7 +583,8 @@ def test_bridge_runs_on_python_3_9(tmp_path: Path) -> None:
                           capture_output=True, text=True, cwd=tmp_path, env=env, check=False)
     assert done.returncode == 0, done.stderr
     assert done.stdout == EXPECTED
-    imports = "import kiln_bridge.apply, kiln_bridge.cli, kiln_bridge.marathon; print('ok')"
+    imports = ("import kiln_bridge.apply, kiln_bridge.cli, kiln_bridge.fetch, kiln_bridge.marathon, "
+               "kiln_bridge.mesos; print('ok')")
     done = subprocess.run([interpreter, "-c", imports], capture_output=True, text=True, cwd=tmp_path,
                           env=env, check=False)
     assert done.stdout == "ok\n", done.stderr

@@ -153,7 +153,7 @@ def test_standalone_files_and_services(tmp_path: Path) -> None:
         "LIBPROCESS_IP=10.141.141.10\nLIBPROCESS_PORT=15101\n")
     assert text(tmp_path, "/etc/kiln/haproxy-bridge.env") == (
         HEADER + "# environment of kiln-haproxy-bridge.service\n"
-        "KILN_BRIDGE_MARATHON_URLS=http://10.141.141.10:8080\n")
+        "KILN_BRIDGE_SOURCE=marathon\nKILN_BRIDGE_MARATHON_URLS=http://10.141.141.10:8080\n")
     assert text(tmp_path, "/etc/hosts") == (
         "# BEGIN kiln\n# managed by kiln-node: lines between these markers are overwritten\n"
         "10.141.141.10 mesos\n# END kiln\n")
@@ -185,8 +185,8 @@ def test_master_of_three(tmp_path: Path) -> None:
         "MARATHON_HOSTNAME=10.141.141.11\nMARATHON_HTTP_PORT=8080\n"
         "LIBPROCESS_IP=10.141.141.11\nLIBPROCESS_PORT=15101\n")
     assert text(tmp_path, "/etc/kiln/haproxy-bridge.env") == (
-        HEADER + "# environment of kiln-haproxy-bridge.service\nKILN_BRIDGE_MARATHON_URLS="
-        "http://10.141.141.10:8080,http://10.141.141.11:8080,http://10.141.141.12:8080\n")
+        HEADER + "# environment of kiln-haproxy-bridge.service\nKILN_BRIDGE_SOURCE=marathon\n"
+        "KILN_BRIDGE_MARATHON_URLS=http://10.141.141.10:8080,http://10.141.141.11:8080,http://10.141.141.12:8080\n")
     assert text(tmp_path, "/etc/hosts").splitlines()[2:] == [
         "10.141.141.10 m1", "10.141.141.11 m2", "10.141.141.12 m3", "# END kiln"]
     assert rec.calls == started("zookeeper", "mesos-master", "marathon", "haproxy", "kiln-haproxy-bridge")
@@ -656,3 +656,12 @@ def test_runs_on_python_3_9_with_the_same_result(tmp_path: Path) -> None:
     bad.write_text(json.dumps({**master(1), "role": "boss"}))
     result = _run_cli(python, "validate", str(bad), env=env)
     assert result.returncode == 2 and "$.role: expected one of" in result.stderr
+
+
+def test_without_marathon_in_the_image_the_bridge_routes_from_mesos(tmp_path: Path) -> None:
+    write_manifest(tmp_path, {c: {"version": "1"} for c in ("zookeeper", "mesos", "haproxy", "docker")})
+    rc, _, _ = apply(master(1), tmp_path)
+    assert rc == 0
+    assert text(tmp_path, "/etc/kiln/haproxy-bridge.env").splitlines()[2:] == [
+        "KILN_BRIDGE_SOURCE=mesos",
+        "KILN_BRIDGE_MESOS_URLS=http://10.141.141.10:5050,http://10.141.141.11:5050,http://10.141.141.12:5050"]

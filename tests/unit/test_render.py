@@ -35,30 +35,54 @@ def test_every_sensible_pair_is_selected_and_debian_has_no_ami(tree: Paths) -> N
     assert names == EXPECTED_PAIRS
 
 
+def _templates(files: dict[str, str]) -> dict[str, str]:
+    return {name: text for name, text in files.items() if name.endswith(".pkr.hcl")}
+
+
 @pytest.mark.parametrize("pair_name", sorted(EXPECTED_PAIRS))
-def test_each_pair_renders_its_source_and_build(tree: Paths, ssh_key: Path, pair_name: str) -> None:
+def test_each_pair_renders_its_layers(tree: Paths, ssh_key: Path, pair_name: str) -> None:
     cfg = load_config(tree)
     pair = next(p for p in select_pairs(cfg.data) if p.name == pair_name)
     files = render_pair(cfg, pair, tree, options(ssh_key)).files
-    hcl = files["kiln.pkr.hcl"]
-    assert f'source "{pair.builder.packer_source}"' in hcl
-    assert f'sources = ["source.{pair.builder.packer_source}.' in hcl
-    assert "components/base/bake.sh" in hcl and "provision/cleanup.sh" in hcl
-    assert hcl.index("provision/manifest.sh") < hcl.index("provision/cleanup.sh")
-    assert 'post-processor "manifest"' in hcl
-    assert ("post-processor \"vagrant\"" in hcl) == (pair.builder.name != "amazon-ebs")
-    assert "packer {" not in hcl  # 1.6.6: no required_plugins block
     assert "KILN_TARGET=" + pair.target.name in files["kiln.env"]
-    if pair.builder.name == "qemu":
-        assert 'accelerator      = var.accelerator' in hcl
-        assert "hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22" in hcl
-    if pair.target.image is not None and pair.builder.needs == "disk":
-        assert 'cd_label = "cidata"' in hcl
+    templates = _templates(files)
+    if pair.builder.name == "virtualbox":
+        assert templates == {}, "the virtualbox box is made from the qemu image, not by Packer"
+        return
+    if pair.builder.name == "amazon-ebs":
+        assert set(templates) == {"kiln.pkr.hcl"}
+        whole = templates["kiln.pkr.hcl"]
+        assert "components/base/bake.sh" in whole and "provision/cleanup.sh" in whole
+        assert "-m kiln.image.inbuild verify" in whole
+        return
+    assert set(templates) == {"system/kiln.pkr.hcl", "payload/kiln.pkr.hcl"}
+    system, payload = templates["system/kiln.pkr.hcl"], templates["payload/kiln.pkr.hcl"]
+    for hcl in (system, payload):
+        assert f'source "{pair.builder.packer_source}"' in hcl
+        assert 'post-processor "manifest"' in hcl and 'post-processor "vagrant"' not in hcl
+        assert "packer {" not in hcl  # 1.6.6: no required_plugins block
+        assert "accelerator      = var.accelerator" in hcl and "skip_compaction  = true" in hcl
+        # Packer's own template reaches it as a variable's value: no Jinja escaping in kiln's files.
+        assert '"user,id=user.0,hostfwd=tcp:127.0.0.1:{{ .SSHHostPort }}-:22"' in hcl
+    assert "provision/packages.sh" in system and "components/java/bake.sh" in system
+    assert "components/node/bake.sh" not in system and "kiln.image.inbuild" not in system
+    assert "components/node/bake.sh" in payload and "components/java/bake.sh" not in payload
+    assert payload.index("provision/manifest.sh") < payload.index("provision/cleanup.sh")
+    assert "-m kiln.image.inbuild verify" in payload and "image-manifest.json" in payload
+    if pair.target.image is not None:
+        assert 'cd_label = "cidata"' in system
         assert "ssh_authorized_keys" in files["cidata/user-data"]
-        assert f"file:{pair.target.image['checksum_url']}" in hcl  # not pinned yet
+        assert f"file:{pair.target.image['checksum_url']}" in system  # not pinned yet
     if pair.target.name == "debian-12":
         assert "cidata/user-data" not in files
-        assert "debian-12-base.qcow2" in hcl
+        assert "debian-12-base.qcow2" in system
+
+
+def test_no_template_splices_packer_s_go_templates_through_jinja() -> None:
+    from kiln.paths import REPO_ROOT
+
+    for template in (REPO_ROOT / "packer").rglob("*.j2"):
+        assert "{{ '{{" not in template.read_text(), template
 
 
 def test_amazon_ebs_security_and_tags(tree: Paths, ssh_key: Path) -> None:
@@ -88,7 +112,7 @@ def test_amazon_ebs_security_and_tags(tree: Paths, ssh_key: Path) -> None:
 def test_required_plugins_only_for_packer_1_7_and_newer(tree: Paths, ssh_key: Path) -> None:
     cfg = load_config(tree)
     pair = next(p for p in select_pairs(cfg.data) if p.name == "debian-12-qemu")
-    new = render_pair(cfg, pair, tree, options(ssh_key, NEW)).files["kiln.pkr.hcl"]
+    new = render_pair(cfg, pair, tree, options(ssh_key, NEW)).files["system/kiln.pkr.hcl"]
     assert "required_plugins" in new
     assert 'source  = "github.com/hashicorp/qemu"' in new
     assert 'source  = "github.com/hashicorp/amazon"' not in new
@@ -112,9 +136,10 @@ def test_offline_profile_leaves_excluded_components_out(tree: Paths, ssh_key: Pa
     cfg = load_config(tree, profile="offline")
     (pair,) = select_pairs(cfg.data)
     files = render_pair(cfg, pair, tree, options(ssh_key)).files
-    assert "components/mesos/bake.sh" not in files["kiln.pkr.hcl"]
-    assert "components/marathon/bake.sh" not in files["kiln.pkr.hcl"]
-    assert "KILN_COMPONENTS='base java zookeeper docker haproxy qemu-kvm rancher node'" \
+    every = "".join(_templates(files).values())
+    assert "components/mesos/bake.sh" in every  # built from source since kiln packages Mesos
+    assert "components/marathon/bake.sh" not in every
+    assert "KILN_COMPONENTS='base java zookeeper mesos docker haproxy qemu-kvm rancher node'" \
         in files["kiln.env"]
 
 
@@ -134,11 +159,11 @@ def test_a_failing_render_leaves_previous_output_untouched(tree: Paths, ssh_key:
     cfg = load_config(tree)
     pairs = select_pairs(cfg.data, ["debian-12"], ["qemu"])
     render_all(cfg, pairs, tree, options(ssh_key))
-    before = (tree.rendered_packer / "debian-12-qemu" / "kiln.pkr.hcl").read_bytes()
+    before = (tree.rendered_packer / "debian-12-qemu" / "payload" / "kiln.pkr.hcl").read_bytes()
     (tree.packer_templates / "build.pkr.hcl.j2").write_text("{{ no_such_variable }}\n")
     with pytest.raises(Exception, match="no_such_variable"):
         render_all(cfg, pairs, tree, options(ssh_key))
-    assert (tree.rendered_packer / "debian-12-qemu" / "kiln.pkr.hcl").read_bytes() == before
+    assert (tree.rendered_packer / "debian-12-qemu" / "payload" / "kiln.pkr.hcl").read_bytes() == before
 
 
 def test_selecting_an_impossible_pair_is_a_user_error(tree: Paths) -> None:
@@ -156,7 +181,8 @@ def test_in_build_verification_of_an_ami_uses_packers_own_key(tree: Paths, ssh_k
     opts = RenderOptions(packer_version=OLD, git_revision="t", accelerator="tcg",
                          ssh_key=ssh_key)
     for pair in select_pairs(cfg.data, ["ubuntu-24.04"], ["amazon-ebs", "qemu"]):
-        hcl = render_pair(cfg, pair, tree, opts).files["kiln.pkr.hcl"]
+        files = render_pair(cfg, pair, tree, opts).files
+        hcl = files.get("kiln.pkr.hcl") or files["payload/kiln.pkr.hcl"]
         if pair.builder.name == "amazon-ebs":
             assert "--key-from-env KILN_INBUILD_KEY" in hcl and f"--key {ssh_key}" not in hcl
             assert '"KILN_INBUILD_KEY=${build.SSHPrivateKey}"' in hcl

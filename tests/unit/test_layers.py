@@ -1,0 +1,106 @@
+"""Layer keys: deterministic, changed by (and only by) what can change a layer's content; the
+system layer untouched by kiln's own programs and by payload settings."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kiln.config import catalog
+from kiln.config.load import load_config
+from kiln.config.targets import select_pairs
+from kiln.image import layers
+from kiln.image.render import provision_env
+from kiln.paths import Paths
+
+SOURCES = {"deb http://deb.debian.org/debian bookworm main": "a" * 64}
+TOOLS = {"packer": "1.6.6", "qemu": "QEMU emulator version 7.2.0"}
+
+
+def _plan(tree: Paths, *, sets: tuple[str, ...] = (), sources=SOURCES, packages=None, tools=TOOLS,
+          base: str = "base-key") -> dict[str, layers.LayerPlan]:
+    catalog.load_cached.cache_clear()
+    config = load_config(tree, sets=list(sets), profile="offline")
+    (pair,) = select_pairs(config.data, ["debian-12"], ["qemu"])
+    cat = catalog.load(tree.root)
+    env = provision_env(config, pair, config.components_for("debian-12"), "rev-1", cat)
+    ctx = layers.KeyContext(tree.root, env, packages or {"mesos": "b" * 64}, sources, tools)
+    return {p.name: p for p in layers.plan(config, pair, base, ctx)}
+
+
+def _keys(plans: dict[str, layers.LayerPlan]) -> tuple[str, str]:
+    return plans["system"].key, plans["payload"].key
+
+
+def test_keys_are_deterministic_and_chain(tree: Paths) -> None:
+    first, second = _plan(tree), _plan(tree)
+    assert _keys(first) == _keys(second)
+    assert first["payload"].parent == first["system"].key
+    assert first["system"].parent == "base-key"
+    assert _keys(_plan(tree, base="other-base"))[0] != first["system"].key
+
+
+def test_the_checkout_s_path_and_the_git_revision_do_not_matter(tree: Paths, tmp_path: Path) -> None:
+    moved = Paths(tmp_path / "elsewhere")
+    shutil.copytree(tree.root, moved.root)
+    assert _keys(_plan(tree)) == _keys(_plan(moved))
+    catalog.load_cached.cache_clear()
+    config = load_config(tree, profile="offline")
+    (pair,) = select_pairs(config.data, ["debian-12"], ["qemu"])
+    cat = catalog.load(tree.root)
+    envs = [provision_env(config, pair, config.components_for("debian-12"), rev, cat) for rev in ("r1", "r2")]
+    assert envs[0] != envs[1]
+    keyed = [layers.env_lines(env, cat, ["zookeeper"], packages_of_all=True) for env in envs]
+    assert keyed[0] == keyed[1]
+
+
+def test_dict_order_does_not_matter() -> None:
+    assert layers.digest({"a": 1, "b": [1, 2]}) == layers.digest({"b": [1, 2], "a": 1})
+    assert layers.digest({"a": [1, 2]}) != layers.digest({"a": [2, 1]})
+
+
+def test_a_kiln_node_file_changes_only_the_payload_layer(tree: Paths) -> None:
+    before = _keys(_plan(tree))
+    path = tree.root / "kiln_node" / "render.py"
+    path.write_text(path.read_text() + "\n# changed\n")
+    after = _keys(_plan(tree))
+    assert after[0] == before[0] and after[1] != before[1]
+
+
+def test_a_payload_component_setting_changes_only_the_payload_layer(tree: Paths) -> None:
+    before = _keys(_plan(tree))
+    after = _keys(_plan(tree, sets=("components.haproxy.poll_seconds=9",)))
+    assert after[0] == before[0] and after[1] != before[1]
+
+
+@pytest.mark.parametrize("change", [
+    ("components.zookeeper.version=3.9.9",),
+    ("components.base.nofile_limit=4096",),
+    ("build.disk_size_mb=20000",),
+])
+def test_system_inputs_change_both_layers(tree: Paths, change: tuple[str, ...]) -> None:
+    before = _keys(_plan(tree))
+    after = _keys(_plan(tree, sets=change))
+    assert after[0] != before[0] and after[1] != before[1]
+
+
+def test_an_added_package_a_new_mesos_package_sources_and_tools_change_the_system_layer(tree: Paths) -> None:
+    base = _plan(tree)["system"].key
+    path = tree.root / "components" / "haproxy" / "component.json"
+    path.write_text(path.read_text().replace('"haproxy",', '"haproxy", "socat",', 1))
+    assert _plan(tree)["system"].key != base
+    path.write_text(path.read_text().replace('"haproxy", "socat",', '"haproxy",', 1))
+    assert _plan(tree)["system"].key == base
+    assert _plan(tree, packages={"mesos": "c" * 64})["system"].key != base
+    assert _plan(tree, sources={**SOURCES, "deb http://deb.debian.org/debian bookworm main": "d" * 64})[
+        "system"].key != base
+    assert _plan(tree, tools={**TOOLS, "packer": "1.7.0"})["system"].key != base
+
+
+def test_explain_names_the_changed_inputs() -> None:
+    old = {"env": ["KILN_A=1"], "scripts": {"x.sh": "1", "y.sh": "2"}, "kiln": "0.1.0"}
+    new = {"env": ["KILN_A=2"], "scripts": {"x.sh": "1", "y.sh": "3", "z.sh": "4"}, "kiln": "0.1.0"}
+    assert layers.explain(old, new) == ['env: ["KILN_A=1"] -> ["KILN_A=2"]', 'scripts.y.sh: "2" -> "3"',
+                                        "scripts.z.sh: new"]
