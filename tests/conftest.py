@@ -4,8 +4,9 @@ into the real build/ directory."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,23 @@ from kiln.paths import REPO_ROOT, Paths
 
 COPIED = ("config.json", "config.schema.json", "Vagrantfile", "profiles", "packer", "vagrant", "components",
           "provision", "kiln_node", "kiln_bridge")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The test session's own, empty kiln cache (build roots, packages, image layers, the package
+    cache, the KVM verdict): what one test caches, later ones reuse, and nothing comes from the
+    user's or CI's cache."""
+    cache = tmp_path_factory.mktemp("kiln-cache")
+    before = os.environ.get("KILN_CACHE_DIR")
+    os.environ["KILN_CACHE_DIR"] = str(cache)
+    try:
+        yield cache
+    finally:
+        if before is None:
+            os.environ.pop("KILN_CACHE_DIR", None)
+        else:
+            os.environ["KILN_CACHE_DIR"] = before
 
 
 @pytest.fixture

@@ -119,13 +119,13 @@ service_disable mesos-master.service mesos-agent.service mesos-slave.service
 install -d -m 0755 /etc/mesos /etc/mesos-master /etc/mesos-agent /var/lib/mesos /var/log/mesos
 
 # Mesos 1.11's Linux launcher and cgroups isolators know only the v1 hierarchy (systemd boots
-# v2 by default since Debian 12): ask for v1 on the kernel command line, whichever loader.
+# v2 by default since Debian 12): the kernel must be asked for v1. kiln's own base images ask on
+# their extlinux line (never rewritten after the first boot: see kiln/image/base.py); images that
+# boot with GRUB get a drop-in.
 cgroup_v1=systemd.unified_cgroup_hierarchy=0
 if [[ -f /boot/extlinux/extlinux.conf ]]; then
-  if ! grep -q "APPEND.*$cgroup_v1" /boot/extlinux/extlinux.conf; then
-    sed "/^[[:space:]]*APPEND /s/\$/ $cgroup_v1/" /boot/extlinux/extlinux.conf |
-      write_file_if_changed /boot/extlinux/extlinux.conf 0644
-  fi
+  grep -q "APPEND.*$cgroup_v1" /boot/extlinux/extlinux.conf ||
+    kiln_die "/boot/extlinux/extlinux.conf does not ask for $cgroup_v1, which Mesos 1.11 needs: rebuild the base image (invoke base --force)"
 elif [[ -d /etc/default/grub.d ]] || [[ -f /etc/default/grub ]]; then
   install -d -m 0755 /etc/default/grub.d
   printf '%s\n' "# kiln (mesos): Mesos 1.11 needs the cgroup v1 hierarchy" \

@@ -46,7 +46,7 @@ from kiln.fileutil import locked
 from kiln.keys import ensure_build_key
 from kiln.runner import run, which
 
-RECIPE_VERSION = 6
+RECIPE_VERSION = 8
 DISK_MB = 4096
 PART_START = 2048  # sectors of 512 bytes: the usual 1 MiB alignment
 HOSTNAME = "kiln"
@@ -331,6 +331,11 @@ rc=0
 growpart "$disk" "$part" || rc=$?
 [ "$rc" -le 1 ] || exit "$rc"  # 1: the partition already fills the disk
 resize2fs "$dev"
+# e2fsck and resize2fs (here, or systemd-fsck at boot) may zero the partition's first sector,
+# which holds extlinux's boot record: without it the disk boots no more. Put it back, every boot.
+if [ -f /boot/extlinux/extlinux.conf ] && command -v extlinux >/dev/null; then
+  extlinux --install /boot/extlinux >/dev/null
+fi
 """
 
 GROWROOT_UNIT = """\
@@ -372,6 +377,14 @@ def configure_rootfs(root: Path, user: str, public_key: str) -> None:
     _write(root / "boot/extlinux/extlinux.conf", extlinux_conf(root))
 
 
+# Mesos 1.11's Linux launcher and cgroups isolators know only the v1 hierarchy, which Debian 12's
+# systemd still offers when asked on the kernel command line. It is asked for here, once: extlinux
+# reads its configuration with its own ext4 reader, and an extlinux.conf rewritten in a later bake
+# step (after kiln-growroot grew the file system) left the image unbootable, with no kernel message
+# at all. Docker and the rest run on v1 as well.
+CGROUP_V1 = "systemd.unified_cgroup_hierarchy=0"
+
+
 def extlinux_conf(root: Path) -> str:
     # Debian keeps /vmlinuz and /initrd.img pointing at the newest kernel, so a kernel
     # upgraded during provisioning boots without touching this file.
@@ -385,7 +398,7 @@ def extlinux_conf(root: Path) -> str:
         kernel, initrd = f"/boot/{kernels[-1].name}", f"/boot/{initrds[-1].name}"
     return ("DEFAULT linux\nPROMPT 0\nTIMEOUT 0\n\nLABEL linux\n"
             f"  LINUX {kernel}\n  INITRD {initrd}\n"
-            "  APPEND root=LABEL=root rw console=ttyS0 net.ifnames=0\n")
+            f"  APPEND root=LABEL=root rw console=ttyS0 net.ifnames=0 {CGROUP_V1}\n")
 
 
 def user_script(user: str) -> str:

@@ -38,11 +38,11 @@ META = "package.json"
 Say = Callable[[str], None]
 
 
-@dataclass
 class NotBuilt(Exception):
     """ensure(..., build=False) found no cached package for the current inputs."""
 
 
+@dataclass
 class Progress:
     """Counts compiler runs in compile.sh's output and says how far the compile is."""
 

@@ -18,22 +18,6 @@ from kiln.paths import REPO_ROOT, Paths
 from kiln.vagrant import netns
 
 
-@pytest.fixture(scope="session", autouse=True)
-def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The session's own, empty kiln cache (layers, packages, build roots): the nightly's build is a
-    cold one, and every later build in the session reuses what it cached."""
-    cache = tmp_path_factory.mktemp("kiln-cache")
-    before = os.environ.get("KILN_CACHE_DIR")
-    os.environ["KILN_CACHE_DIR"] = str(cache)
-    try:
-        yield cache
-    finally:
-        if before is None:
-            os.environ.pop("KILN_CACHE_DIR", None)
-        else:
-            os.environ["KILN_CACHE_DIR"] = before
-
-
 @pytest.fixture(scope="session")
 def nightly() -> subprocess.CompletedProcess[str]:
     """`invoke nightly --targets debian-12`, run once for the whole session: it builds the
