@@ -152,6 +152,8 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
                     built.append(layer_plan.name)
                 parent_disk = hit.disk
             downloaded = proxy.stats.fetched_bytes
+            say(f"==> [{pair.name}] package cache: {downloaded / 2**20:.1f} MiB downloaded, "
+                f"{proxy.stats.cached_bytes / 2**20:.1f} MiB served from the cache")
         top_layer = store.get(top.key)
         assert top_layer is not None
         stage("publish", lambda: _publish(config, pair, top_layer, plan, staging, rendered))

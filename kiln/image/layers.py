@@ -34,6 +34,9 @@ ALWAYS_LAST = ("manifest", "cleanup")  # provision/<step>.sh after every compone
 LAYERS = (SYSTEM, PAYLOAD)
 # The lines of kiln.env that are not a component's and do not change an image's content.
 ENV_IGNORED = ("KILN_GIT_REVISION",)
+# Names, not facts: the system layer depends on the target's distribution (in its inputs), not on
+# what the target or builder is called, so targets that share a base share their system layer too.
+ENV_NAMES = ("KILN_TARGET", "KILN_BUILDER")
 
 
 @dataclass(frozen=True)
@@ -94,14 +97,14 @@ def steps(cat: catalog.Catalog, components: Sequence[str]) -> dict[str, tuple[St
 
 def env_lines(env_text: str, cat: catalog.Catalog, own: Sequence[str], *, packages_of_all: bool) -> list[str]:
     """The kiln.env lines a layer depends on: the general ones, its components' settings and,
-    for the system layer, every component's package list."""
+    for the system layer, every component's package list (and not the target's or builder's name)."""
     prefixes = sorted(((env_name(c, ""), c) for c in cat.names()), key=lambda p: -len(p[0]))
     kept = []
     for line in env_text.splitlines():
         if not line or line.startswith("#") or "=" not in line:
             continue
         key = line.split("=", 1)[0]
-        if key in ENV_IGNORED:
+        if key in ENV_IGNORED or (packages_of_all and key in ENV_NAMES):
             continue
         owner = next((c for prefix, c in prefixes if key.startswith(prefix)), None)
         if owner is None or owner in own or (packages_of_all and key.endswith("_PACKAGES")):
@@ -127,8 +130,10 @@ def plan(config: Config, pair: Pair, base_key: str, ctx: KeyContext) -> list[Lay
     parts = split(cat, components)
     layer_steps = steps(cat, components)
     build = config["build"]
+    target = pair.target
     common = {"kiln": __version__, "tools": dict(ctx.tools), "disk_size_mb": build["disk_size_mb"],
-              "zero_fill": build["zero_fill"], "target": pair.target.name, "builder": pair.builder.name,
+              "zero_fill": build["zero_fill"], "builder": pair.builder.packer_source,
+              "distribution": [target.distro, target.release, target.codename, target.family],
               "library": tree_digest(ctx.root, ["provision/lib.sh"])}
     system_inputs = {
         **common,
@@ -143,6 +148,7 @@ def plan(config: Config, pair: Pair, base_key: str, ctx: KeyContext) -> list[Lay
     system_key = digest({"parent": base_key, "layer": SYSTEM, "inputs": system_inputs})
     payload_inputs = {
         **common,
+        "target": target.name,
         "steps": [s.script for s in layer_steps[PAYLOAD]],
         "scripts": tree_digest(ctx.root, ["provision/manifest.sh", "provision/cleanup.sh",
                                           *(f"components/{c}" for c in parts[PAYLOAD])]),

@@ -1,6 +1,8 @@
 """Vagrant with the debian-12 box, for real: the one-node trial (`vagrant up` at the repository
-root) and a three-master cluster (`invoke up --shape 3m`) whose ZooKeeper ensemble survives one
-lost master, refuses writes without a quorum and recovers with its data.
+root) and a cluster of three masters and an agent (`invoke up --shape 3m1a`): Mesos runs tasks,
+survives the loss of its leading master (the fail-over time is printed) and takes the old master
+back as a follower; the ZooKeeper ensemble survives one lost master, refuses writes without a
+quorum and recovers with its data. (Without Mesos in the image: three masters, ZooKeeper only.)
 
 Every machine runs under libvirt (TCG here: this host's KVM cannot run Linux guests) inside a
 network namespace the tests create; vagrant, ssh and kiln run inside it too (conftest.run_in).
@@ -13,10 +15,11 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
-from e2e_helpers import INVOKE, run_in
+from e2e_helpers import INVOKE, NO_MESOS, run_in
 
 from kiln import sshconfig
 from kiln.config.catalog import endpoints
@@ -61,17 +64,34 @@ class Ensemble:
     def vagrant(self, *args: str) -> subprocess.CompletedProcess[str]:
         return run_in(self.ns, ["vagrant", *args], self.env, cwd=self.directory)
 
+    def leading_master(self, via: str, masters: dict[str, str]) -> str:
+        """The name of the leading Mesos master, as the master on `via` names it (its redirect)."""
+        out = self.on(via, f"curl -s -o /dev/null -w '%{{redirect_url}}' http://{masters[via]}:5050/master/redirect")
+        leader = out.stdout.strip().split("//", 1)[-1].split(":", 1)[0]
+        (name,) = [n for n, ip in masters.items() if ip == leader]
+        return name
 
-def test_three_masters_form_an_ensemble_that_keeps_and_loses_quorum(libvirt_ns, vagrant_env,
-                                                                   debian_box) -> None:
-    name = "kiln-e2e-3m"
+    def task(self, node: str, ip: str, name: str, command: str) -> str:
+        """mesos-execute on `node` (address `ip`) against the cluster's ZooKeeper, until the task ends."""
+        script = ("zk=$(sudo cat /etc/mesos/zk); prog=$(sudo sh -c 'command -v mesos-execute'); "
+                  f"LIBPROCESS_IP={ip} timeout 600 $prog --master=$zk --name={name} "
+                  f"--command={shlex.quote(command)} --resources='cpus:0.1;mem:32' 2>&1")
+        return self.on(node, script, timeout=700).stdout
+
+
+def test_a_cluster_fails_over_and_its_ensemble_keeps_and_loses_quorum(libvirt_ns, vagrant_env,
+                                                                     debian_box) -> None:
+    shape = "3m" if NO_MESOS else "3m1a"
+    name = f"kiln-e2e-{shape}"
     directory = REPO_ROOT / "build" / "vagrant" / name
-    up = [*INVOKE, "up", "--shape", "3m", "--name", name, "--accel", "tcg", "--quiet", "--timeout", "900"]
+    up = [*INVOKE, "up", "--shape", shape, "--name", name, "--accel", "tcg", "--quiet", "--timeout", "1200"]
     try:
         first = run_in(libvirt_ns, up, vagrant_env)
         assert first.returncode == 0
         assert f"{name}: READY" in first.stdout and "zookeeper: 3/3 serving, leader m" in first.stdout
         zk = Ensemble(libvirt_ns, vagrant_env, directory)
+        if not NO_MESOS:
+            _mesos_fails_over(zk, libvirt_ns, vagrant_env, name, up, first.stdout)
 
         # Written on node 1, read on node 3.
         assert zk.zk("m1", "create", "/kiln-e2e", "v1").returncode == 0
@@ -98,13 +118,46 @@ def test_three_masters_form_an_ensemble_that_keeps_and_loses_quorum(libvirt_ns, 
         # Every master passes its role's suites (in parallel, one worker per machine).
         tested = run_in(libvirt_ns, [*INVOKE, "test", "--cluster", name], vagrant_env)
         assert tested.returncode == 0
-        assert f"{name}: PASSED on 3 machine(s)" in tested.stdout
+        assert f"{name}: PASSED on {3 if NO_MESOS else 4} machine(s)" in tested.stdout
     finally:
         if directory.exists():
             down = run_in(libvirt_ns, [*INVOKE, "down", "--destroy", "--cluster", name], vagrant_env)
             assert down.returncode == 0
     assert not directory.exists()
     assert libvirt_ns.virsh("list", "--all", "--name").stdout.split() == []
+
+
+def _mesos_fails_over(zk: Ensemble, ns, env: dict[str, str], name: str, up: list[str], ready: str) -> None:
+    assert "mesos: leader " in ready and "1/1 agents active" in ready, ready
+    spec = json.loads((zk.directory / "kiln-cluster.json").read_text())
+    masters = {m["name"]: m["ip"] for m in spec["machines"] if m["role"] == "master"}
+    first = zk.task("m1", masters["m1"], "e2e-before", "echo before the fail-over")
+    assert "TASK_FINISHED" in first, first
+
+    # The leading master goes: the other two elect a leader, and the agent registers with it.
+    old = zk.leading_master("m1", masters)
+    started = time.monotonic()
+    assert zk.vagrant("halt", old).returncode == 0
+    halted = time.monotonic()
+    status = None
+    while time.monotonic() - halted < 600:
+        status = run_in(ns, [*INVOKE, "status", "--cluster", name], env)
+        if "1/1 agents active" in status.stdout and "mesos: leader" in status.stdout:
+            break
+        time.sleep(5)
+    assert status is not None and "1/1 agents active" in status.stdout, status.stdout if status else ""
+    other = next(n for n in masters if n != old)
+    new = zk.leading_master(other, masters)
+    assert new != old
+    print(f"Mesos fail-over: {old} halted in {halted - started:.0f}s; {new} leads with the agent active "
+          f"{time.monotonic() - halted:.0f}s after the halt")
+    after = zk.task(other, masters[other], "e2e-after", "echo after the fail-over")
+    assert "TASK_FINISHED" in after, after
+
+    # The old leader comes back as a follower.
+    again = run_in(ns, up, env)
+    assert again.returncode == 0 and f"{name}: READY" in again.stdout
+    assert zk.leading_master(old, masters) == new
 
 
 def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box, tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ system layer untouched by kiln's own programs and by payload settings."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -104,3 +105,20 @@ def test_explain_names_the_changed_inputs() -> None:
     new = {"env": ["KILN_A=2"], "scripts": {"x.sh": "1", "y.sh": "3", "z.sh": "4"}, "kiln": "0.1.0"}
     assert layers.explain(old, new) == ['env: ["KILN_A=1"] -> ["KILN_A=2"]', 'scripts.y.sh: "2" -> "3"',
                                         "scripts.z.sh: new"]
+
+
+def test_a_second_target_with_the_same_distribution_shares_the_system_layer(tree: Paths) -> None:
+    config = json.loads(tree.config.read_text())
+    config["targets"]["debian-13"] = dict(config["targets"]["debian-12"])
+    tree.config.write_text(json.dumps(config))
+    catalog.load_cached.cache_clear()
+    loaded = load_config(tree, profile="offline")
+    cat = catalog.load(tree.root)
+    plans = {}
+    for name in ("debian-12", "debian-13"):
+        (pair,) = select_pairs(loaded.data, [name], ["qemu"])
+        env = provision_env(loaded, pair, loaded.components_for(name), "rev", cat)
+        ctx = layers.KeyContext(tree.root, env, {"mesos": "b" * 64}, SOURCES, TOOLS)
+        plans[name] = {p.name: p.key for p in layers.plan(loaded, pair, "base-key", ctx)}
+    assert plans["debian-12"]["system"] == plans["debian-13"]["system"]
+    assert plans["debian-12"]["payload"] != plans["debian-13"]["payload"]
