@@ -54,9 +54,8 @@ def validate(c, target=None, builder=None, config=None, set_=None, profile=""):
     summary = app.validate(cfg, paths, split_csv(target), split_csv(builder, "--builder"))
     say("")
     say(summary.table())
-    failed = [ch for ch in summary.checks if ch.result == "FAIL"]
-    say(f"\n{len(summary.checks) - len(failed)} passed, {len(failed)} failed")
-    if failed:
+    say(f"\n{summary.verdict()}")
+    if not summary.ok:
         raise Exit(code=1)
 
 
@@ -84,10 +83,15 @@ def doctor(c, goal="all", probe=False):
     "force_base": "Rebuild cached base images even when their inputs did not change.",
     "force": "Rebuild every layer even when the cache has it (the base image: --force-base).",
     "explain": "Build nothing: say, per layer, which inputs changed since the published image.",
+    "fail_fast": "With several pairs: stop the others as soon as one fails (default: they finish; "
+                 "a failing pair is reported when it fails, and the summary lists every pair).",
+    "timeout": "Stop one Packer build (one layer) that runs longer than this, as hung: 4h (default), "
+               "90m, 1h30m, or seconds.",
 })
 @handle_errors
 def build(c, target=None, builder=None, config=None, set_=None, profile="", parallel=1,
-          accel="", quiet=False, force_base=False, force=False, explain=False):
+          accel="", quiet=False, force_base=False, force=False, explain=False, fail_fast=False,
+          timeout=""):
     """Bake images with Packer into build/artifacts/<target>-<builder>/, layer by cached layer.
 
     A qemu image is a chain of layers (base OS -> system packages -> kiln's payload), each cached
@@ -97,6 +101,7 @@ def build(c, target=None, builder=None, config=None, set_=None, profile="", para
 
     one_of("--accel", accel, ACCELERATORS)
     targets, builders = split_csv(target), split_csv(builder, "--builder")
+    seconds = build_mod.parse_timeout(timeout)
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
     if explain:
@@ -104,7 +109,8 @@ def build(c, target=None, builder=None, config=None, set_=None, profile="", para
             say(line)
         return
     results = build_mod.run_builds(cfg, paths, targets, builders, parallel=parallel, accel=accel or None,
-                                   quiet=quiet, force_base=force_base, force=force)
+                                   quiet=quiet, force_base=force_base, force=force, fail_fast=fail_fast,
+                                   timeout=seconds)
     for r in results:
         state = "up to date" if r.up_to_date else f"built {', '.join(r.built) or 'nothing'}"
         say(f"{r.pair}: {r.directory} ({state}{f'; key {r.key[:16]}' if r.key else ''})")

@@ -13,6 +13,9 @@ Also printed, to tell "not parallel" from "not enough CPU": how busy the host's 
 during each bring-up, and the CPU seconds the VMs' QEMU processes used. Under TCG a boot is
 CPU-bound, so once the host is saturated the wall time grows with the VMs' total CPU work
 divided by the host's cores, however parallel the bring-up is.
+
+Bad options and missing tools end with one `error:` line and exit code 2, before any VM or
+namespace is made.
 """
 
 from __future__ import annotations
@@ -30,12 +33,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from kiln import netns  # noqa: E402
 from kiln.config.load import load_config  # noqa: E402
-from kiln.config.shapes import parse_shape  # noqa: E402
+from kiln.config.shapes import SHAPE_FORMS, parse_shape  # noqa: E402
+from kiln.errors import KilnError, UserError  # noqa: E402
 from kiln.image import accel  # noqa: E402
 from kiln.paths import Paths  # noqa: E402
-from kiln.vagrant import capacity  # noqa: E402
+from kiln.vagrant import boxes, capacity, netns  # noqa: E402
 
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
 # Adds the trial's box to Vagrant and uploads its image into libvirt's pool, as `invoke up` does.
@@ -93,7 +96,8 @@ def bring_up(ns: netns.LibvirtNamespace, env: dict[str, str], shape: str, accel:
     vm_cpu = qemu_cpu_seconds()  # only this cluster's machines run now; taken before they go
     try:
         if up.returncode != 0:
-            raise SystemExit(f"invoke up --shape {shape} failed:\n{up.stdout[-3000:]}{up.stderr[-2000:]}")
+            print(up.stdout[-3000:], up.stderr[-2000:], file=sys.stderr)
+            raise UserError(f"invoke up --shape {shape} failed (exit {up.returncode}); its output is above")
         found = re.search(r"READY in (\d+)s \(machines (\d+)s, services (\d+)s\)", up.stdout)
         parts = [float(g) for g in found.groups()] if found else [took, 0.0, 0.0]
         return {"wall": round(took, 1), "machines": parts[1], "services": parts[2],
@@ -104,30 +108,66 @@ def bring_up(ns: netns.LibvirtNamespace, env: dict[str, str], shape: str, accel:
                        capture_output=True, text=True)
 
 
-def main() -> int:
+def shapes_option(text: str) -> list[str]:
+    """--shapes: comma-separated shapes, each one kiln knows; never empty."""
+    shapes = text.split(",")  # as typed: "3m\n" or " 3m" is no shape (parse_shape matches whole names)
+    if any(not s.strip() for s in shapes):
+        raise argparse.ArgumentTypeError(f"{text!r}: an empty name (e.g. --shapes 1,3m)")
+    for shape in shapes:
+        try:
+            parse_shape(shape)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad shape {shape!r}: expected {SHAPE_FORMS}") from None
+    if len(set(shapes)) != len(shapes):
+        raise argparse.ArgumentTypeError(f"{text!r}: a shape named twice")
+    return shapes
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shapes", default="1,3m,3m2a")
-    parser.add_argument("--accel", default="auto")
-    args = parser.parse_args()
-    shapes = [s for s in args.shapes.split(",") if s]
+    parser.add_argument("--shapes", default="1,3m,3m2a", type=shapes_option,
+                        help="comma-separated cluster shapes (default 1,3m,3m2a)")
+    parser.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    args = parser.parse_args(argv)  # argparse: one usage line and exit 2 for a bad option
+    try:
+        return bench(args.shapes, args.accel)
+    except (UserError, KilnError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def bench(shapes: list[str], accel_mode: str) -> int:
+    # Everything that can be wrong is checked before a namespace, libvirtd or VM exists.
+    why = netns.problem()
+    if why is not None:
+        raise UserError(f"cannot run the benchmark here: {why}")
+    boxes.resolve(load_config(Paths()), Paths(), "libvirt")  # a UserError saying how to get a box
     skipped = [s for s in shapes if not fits(s)]
     shapes = [s for s in shapes if s not in skipped]
     for s in skipped:
         print(f"shape {s}: skipped, does not fit this host's free memory")
+    if not shapes:
+        raise UserError("no shape fits this host's free memory", "free some memory, or pick smaller shapes")
     logs = ROOT / "build" / "logs" / "bench-libvirt"
-    kvm = accel.resolve(args.accel, Paths().cache).accel == "kvm"
+    kvm = accel.resolve(accel_mode, Paths().cache).accel == "kvm"
     with tempfile.TemporaryDirectory(prefix="kiln-bench-") as home, \
             netns.libvirt_namespace(f"kiln-bench-{os.getpid()}", logs, kvm=kvm) as ns:
         env = {**os.environ, "VAGRANT_HOME": home, "VAGRANT_CHECKPOINT_DISABLE": "1"}
         # Add the box and upload it into libvirt's pool once, outside the timings.
-        subprocess.run(ns.argv([sys.executable, "-c", WARM_UP]), env=env, cwd=ROOT, check=True,
-                       capture_output=True, text=True)
-        results = {s: bring_up(ns, env, s, args.accel) for s in shapes}
+        warm = subprocess.run(ns.argv([sys.executable, "-c", WARM_UP]), env=env, cwd=ROOT,
+                              capture_output=True, text=True)
+        if warm.returncode != 0:
+            last = (warm.stderr.strip() or warm.stdout.strip() or "no output").splitlines()[-1]
+            raise UserError(f"could not add the box and upload it into libvirt's pool: {last}")
+        results = {s: bring_up(ns, env, s, accel_mode) for s in shapes}
         for volume in ns.virsh("vol-list", "default").stdout.split():
             if volume.startswith("kiln-VAGRANTSLASH-"):
                 ns.virsh("vol-delete", "--pool", "default", volume)
     base = results.get("1", {})
-    print(f"\n{os.cpu_count()} host CPUs, accel {args.accel}")
+    print(f"\n{os.cpu_count()} host CPUs, accel {accel_mode}")
     print(f"{'shape':<6} {'nodes':>5} {'up->ready s':>12} {'machines s':>11} {'services s':>11} "
           f"{'x shape 1':>10} {'host busy %':>12} {'VM CPU s':>9}")
     for shape, r in results.items():

@@ -16,6 +16,10 @@ which layers ran, and the cache's size. Mesos comes from the recipe's prebuilt t
 it takes an hour: `invoke package mesos` measures that on its own).
 
     .venv/bin/python benchmarks/rebuild.py [--keep DIR]
+
+Missing tools, a --keep directory that holds something else, and a failed build end with one
+`error:` line and exit code 2 (1 for a failed build), never a traceback; the tools are checked
+before anything is copied.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+MARKER = ".kiln-rebuild-benchmark"  # a --keep directory this benchmark made
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(ROOT)]
 COMMON = ["--profile", "offline", "--set", "components.mesos.build.tree=prebuilt", "--builder", "qemu"]
 SECOND = "debian-12.9"  # a second target with debian-12's base: it shares the base and system layers
@@ -44,23 +50,80 @@ def build(tree: Path, cache: Path, target: str = "debian-12") -> tuple[float, in
                           capture_output=True, text=True)
     seconds = time.monotonic() - started
     if done.returncode != 0:
-        print(done.stdout[-4000:], done.stderr[-3000:])
-        raise SystemExit(f"the build failed (exit {done.returncode})")
+        print(done.stdout[-4000:], done.stderr[-3000:], file=sys.stderr)
+        raise BenchError(f"the {target} build failed (exit {done.returncode}); its output is above", 1)
     fetched = sum(float(m) for m in re.findall(r"package cache: ([0-9.]+) MiB downloaded", done.stdout))
     state = done.stdout.strip().splitlines()[-1].split("(", 1)[-1].rstrip(")")
     return seconds, int(fetched * 2**20), state
+
+
+class BenchError(Exception):
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def preflight() -> None:
+    """What the builds need, before anything is copied: root (the base image) and the build tools."""
+    from kiln import doctor
+
+    if os.geteuid() != 0:
+        raise BenchError("the cold build makes a base image (loop devices, mount): run the benchmark as root")
+    missing = [f"{t.program} ({doctor.fix_for(t)})" for t in doctor.TOOLS
+               if "build" in t.goals and shutil.which(t.program) is None]
+    if missing:
+        raise BenchError(f"missing tools for a build: {', '.join(missing)} (scripts/setup installs them; "
+                         "`invoke doctor --goal build` checks)")
+
+
+def check_keep(keep: Path | None) -> None:
+    """--keep DIR is refused when it holds anything this benchmark did not make (its kiln/ and cache/
+    are replaced) or lies in the checkout it copies. Writes nothing."""
+    if keep is None:
+        return
+    keep = keep.resolve()
+    if keep == ROOT or (ROOT in keep.parents and (ROOT / "build") not in [keep, *keep.parents]):
+        raise BenchError(f"--keep {keep}: inside the checkout it copies; pick a directory outside it "
+                         f"(or under {ROOT / 'build'})")
+    if keep.exists() and not keep.is_dir():
+        raise BenchError(f"--keep {keep}: exists and is not a directory")
+    if keep.is_dir() and any(keep.iterdir()) and not (keep / MARKER).exists():
+        raise BenchError(f"--keep {keep}: holds files this benchmark did not make (it replaces kiln/ and "
+                         "cache/ there); pick an empty or new directory")
+
+
+def workdir(keep: Path | None) -> Path:
+    """--keep DIR (checked), marked as this benchmark's; else a new temp dir."""
+    if keep is None:
+        return Path(tempfile.mkdtemp(prefix="kiln-rebuild-"))
+    keep = keep.resolve()
+    keep.mkdir(parents=True, exist_ok=True)
+    (keep / MARKER).write_text("made by benchmarks/rebuild.py\n", encoding="utf-8")
+    return keep
 
 
 def size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temp dir, removed)")
-    args = parser.parse_args()
-    work = args.keep or Path(tempfile.mkdtemp(prefix="kiln-rebuild-"))
+    args = parser.parse_args(argv)
+    try:
+        check_keep(args.keep)  # options first, then tools; nothing is written before both pass
+        preflight()
+        return bench(workdir(args.keep), args.keep is not None)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+
+
+def bench(work: Path, keep: bool) -> int:
     tree, cache = work / "kiln", work / "cache"
     shutil.rmtree(tree, ignore_errors=True)
     shutil.rmtree(cache, ignore_errors=True)
@@ -107,7 +170,7 @@ def main() -> int:
         print(f"\ncache: {size(cache / 'layers') / 2**30:.2f} GiB of layers, "
               f"{size(cache / 'apt') / 2**20:.0f} MiB of packages, in {cache}")
     finally:
-        if args.keep is None:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -64,11 +64,13 @@ TOOLS: tuple[Tool, ...] = (
     Tool("mmdebstrap", "mmdebstrap", ("build",)),
     Tool("sfdisk", "fdisk", ("build",)),
     Tool("losetup", "mount", ("build",)),
-    Tool("mount", "mount", ("build",)),
+    Tool("mount", "mount", ("build", "vagrant")),  # vagrant: netns masks /dev/kvm for a TCG libvirtd
     Tool("umount", "mount", ("build",)),
     Tool("mkfs.ext4", "e2fsprogs", ("build",), ("-V",)),
     Tool("extlinux", "extlinux", ("build",)),
     Tool("chroot", "coreutils", ("build",)),
+    Tool("mkdir", "coreutils", ("build",)),  # the package sandbox's mount script
+    Tool("sh", "dash", ("build", "vagrant"), None),  # runs the sandbox's and netns's mount scripts
     Tool("truncate", "coreutils", ("build",)),
     Tool("dd", "coreutils", ("build",)),
     Tool("tar", "tar", ("build",)),

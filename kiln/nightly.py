@@ -234,8 +234,10 @@ def _cluster_network(paths: Paths, accel: str) -> Iterator[tuple[list[str], str]
         try:
             yield ns.argv([]), f"private network namespace {ns.name}"
         finally:
-            for volume in ns.virsh("vol-list", "default").stdout.split():
-                if "VAGRANTSLASH" in volume:  # boxes this run uploaded
+            # The box images this run uploaded: only volumes that were not in the pool when the
+            # namespace's libvirtd came up (the pool's directory is shared with every libvirtd).
+            for volume in ns.new_volumes():
+                if "VAGRANTSLASH" in volume:
                     ns.virsh("vol-delete", "--pool", "default", volume)
 
 

@@ -188,6 +188,17 @@ def _where(exc: BaseException) -> str:
     return "%s:%d" % (os.path.basename(frames[-1].filename), frames[-1].lineno) if frames else "?"
 
 
+# An answer with thousands of bad tasks logs this many of them, then how many more were left out.
+MAX_DROPPED_LOGGED = 20
+
+
+def log_dropped(notes: Sequence[str]) -> None:
+    for note in notes[:MAX_DROPPED_LOGGED]:
+        log(note)
+    if len(notes) > MAX_DROPPED_LOGGED:
+        log("... and %d more tasks left out (not logged one by one)" % (len(notes) - MAX_DROPPED_LOGGED))
+
+
 class Syncer:
     """One source -> haproxy.cfg round. Logs a repeated problem once, not every poll, and each
     task left out once while it stays out."""
@@ -207,9 +218,7 @@ class Syncer:
         return "kept"
 
     def _report_dropped(self, routes: Routes) -> None:
-        for note in routes.dropped:
-            if note not in self.dropped:
-                log(note)
+        log_dropped([note for note in routes.dropped if note not in self.dropped])
         self.dropped = frozenset(routes.dropped)
 
     def sync(self) -> str:
@@ -267,8 +276,7 @@ def render_file(args: argparse.Namespace) -> int:
     except (OSError, BadResponse) as exc:
         log("cannot render %s: %s" % (args.from_file, exc))
         return 2
-    for note in routes.dropped:
-        log(note)
+    log_dropped(routes.dropped)
     sys.stdout.write(text)
     return 0
 

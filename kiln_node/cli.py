@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# A spec with thousands of problems (a generated file gone wrong) prints this many, then a count.
+MAX_SHOWN = 20
+
+
 def _error(message: str) -> None:
     print("kiln-node: error: {}".format(message), file=sys.stderr, flush=True)
 
@@ -70,11 +74,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         spec = _load(args.spec)
     except specmod.SpecError as exc:
-        for line in exc.problems:
+        for line in exc.problems[:MAX_SHOWN]:
             _error("{}: {}".format(args.spec, line))
         n = len(exc.problems)
-        print("kiln-node: {}: {} problem{} in the node spec; nothing written".format(
-            args.spec, n, "" if n == 1 else "s"), file=sys.stderr)
+        more = " ({} shown, {} more not)".format(MAX_SHOWN, n - MAX_SHOWN) if n > MAX_SHOWN else ""
+        print("kiln-node: {}: {} problem{} in the node spec{}; nothing written".format(
+            args.spec, n, "" if n == 1 else "s", more), file=sys.stderr)
         return 2
     if args.command == "validate":
         print("kiln-node: {}: OK: {}".format(args.spec, apply.describe(spec)))

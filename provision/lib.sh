@@ -235,10 +235,12 @@ PY
 }
 
 # record_component NAME VERSION [EXTRA_JSON]: /etc/kiln/components.d/NAME.json, which
-# manifest.sh assembles into /etc/kiln/manifest.json.
+# manifest.sh assembles into /etc/kiln/manifest.json. VERSION is what the image holds: the package
+# manager's exact version (pkg_version), or read from what was installed; never a config value.
 record_component() {
   local name=$1 version=${2:-} extra=${3:-"{}"} json
   [[ -n "$version" ]] || kiln_die "record_component $name: empty version (was the package installed?)"
+  rm -f "/etc/kiln/components.d/$name.off"
   json=$(_kiln_python - "$name" "$version" "$extra" <<'PY'
 import json
 import sys
@@ -256,6 +258,18 @@ PY
 )
   printf '%s\n' "$json" | write_file_if_changed "/etc/kiln/components.d/$name.json" 0644
   kiln_log "recorded $name $version"
+}
+
+# record_component_off NAME REASON: NAME is enabled for this image but deliberately not baked (its
+# settings turn it off); REASON (one line) says why. manifest.sh puts it in the manifest's
+# "not_baked", and the suites skip NAME with that reason. An enabled component that leaves neither
+# record fails the suites: silence is never taken for "off".
+record_component_off() {
+  local name=$1 reason=${2:-}
+  [[ -n "$reason" && "$reason" != *$'\n'* ]] || kiln_die "record_component_off $name: give the reason on one line"
+  rm -f "/etc/kiln/components.d/$name.json"
+  printf '%s\n' "$reason" | write_file_if_changed "/etc/kiln/components.d/$name.off" 0644
+  kiln_log "not baked: $name ($reason)"
 }
 
 # ---------------------------------------------------------------------------------------------

@@ -17,14 +17,20 @@ GIB = 1 << 30
 NOT_RUN_REASON = "no AWS credentials here (invoke doctor --goal aws)"
 FAIL_MESSAGE = "AssertionError: zookeeper did not answer ruok\nassert '' == 'imok'"
 
+# Real check ids: each names a test of the suites (components/*/test_*.py, tests/infra/test_*.py), and
+# the versions are what Debian 12 installs (tests/unit/test_report_samples.py checks both).
 SUITE = [
     "test_zookeeper.py::test_installed_with_its_own_unit",
     "test_zookeeper.py::test_answers_ruok",
-    "test_docker.py::test_runs_a_container",
+    "test_docker.py::test_runs_a_container_from_a_local_rootfs",
     "test_hygiene.py::test_no_ssh_host_keys",
-    "test_mesos.py::test_master_answers",
+    "test_mesos.py::test_a_docker_task_finishes",
 ]
-MESOS_CHECK = "test_mesos.py::test_master_answers"
+MESOS_CHECK = "test_mesos.py::test_a_docker_task_finishes"
+SKIP_MESSAGE = "not a check for role master (only standalone, agent)"
+# Debian 12's packages (apt-cache policy on bookworm); ZooKeeper is 3.8.0 there, whatever a config says.
+ZOOKEEPER = "3.8.0-11+deb12u2"
+HAPROXY = "2.6.12-1+deb12u4"
 
 
 def _checks(host: str, failing: str = "", skipped: str = "") -> list[Check]:
@@ -33,7 +39,7 @@ def _checks(host: str, failing: str = "", skipped: str = "") -> list[Check]:
         if check_id == failing:
             out.append(Check(check_id, "fail", host, FAIL_MESSAGE, 92.4))
         elif check_id == skipped:
-            out.append(Check(check_id, "skip", host, "not in this image's manifest", 0.0))
+            out.append(Check(check_id, "skip", host, SKIP_MESSAGE, 0.0))
         else:
             out.append(Check(check_id, "pass", host, "", 1.5))
     return out
@@ -47,9 +53,9 @@ def passing_entry(target: str = "debian-12", builder: str = "qemu") -> Entry:
                 "boot to ssh": 45.0, "apply node spec": 20.0, "testinfra": 60.0},
         artifacts={f"{name}.qcow2": int(1.2 * GIB), f"{name}.box": int(1.1 * GIB),
                    "image-manifest.json": 2_048},
-        components={"zookeeper": "3.8.4-1", "docker": "20.10.24+dfsg1-1", "haproxy": "2.6.12-1",
-                    "java": "17.0.13+11-2"},
-        # Like debian-12 offline: no Mesos package, so its suite skips.
+        components={"zookeeper": ZOOKEEPER, "docker": "20.10.24+dfsg1-1+deb12u1+b6", "haproxy": HAPROXY,
+                    "java": "17.0.15+6-1~deb12u1"},
+        # A check for other roles than the node's skips.
         checks=_checks(name, skipped=MESOS_CHECK),
     )
 
@@ -57,7 +63,7 @@ def passing_entry(target: str = "debian-12", builder: str = "qemu") -> Entry:
 def failing_entry() -> Entry:
     entry = passing_entry("ubuntu-24.04", "qemu")
     entry.checks = _checks(entry.name, failing="test_zookeeper.py::test_answers_ruok")
-    # A check that passes here but was skipped for debian-12: the matrix shows both.
+    # A check that passes here (a standalone node) but was skipped for debian-12: the matrix shows both.
     entry.components["mesos"] = "1.11.0-0.7.1.ubuntu2404"
     return entry
 

@@ -82,6 +82,7 @@ service_disable kiln-haproxy-bridge.service
 
 version=$(pkg_version haproxy)
 bridge_version=$(kiln_python_version_of /opt/kiln/lib/kiln_bridge)
-extra=$(kiln_json package=haproxy bridge_version="${bridge_version:-$KILN_VERSION}" \
+[[ -n "$bridge_version" ]] || kiln_die "/opt/kiln/lib/kiln_bridge/__init__.py has no __version__: cannot record what is installed"
+extra=$(kiln_json package=haproxy bridge_version="$bridge_version" \
   vhost_port:="$KILN_HAPROXY_VHOST_PORT" poll_seconds:="$KILN_HAPROXY_POLL_SECONDS")
 record_component haproxy "$version" "$extra"

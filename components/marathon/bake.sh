@@ -12,40 +12,55 @@ kiln_need KILN_MARATHON_SHA256 components.marathon.sha256
 url=$KILN_MARATHON_URL
 sum=$KILN_MARATHON_SHA256
 
-# The version is the tarball's name (marathon-1.8.222-86475ddac.tgz -> 1.8.222-86475ddac), the
-# exact build; components.marathon.version when the name says nothing.
+# The recorded version is what the tarball holds: Marathon's own jar in lib/
+# (mesosphere.marathon.marathon-1.8.222-86475ddac.jar -> 1.8.222-86475ddac), else the tarball's
+# name (marathon-1.8.222-86475ddac.tgz); never components.marathon.version, which only warns when
+# it disagrees. /opt/marathon-<version>/.kiln-source remembers which tarball is installed there.
 name=${url%%\?*}
 name=${name##*/}
-version=$name
+named=$name
 for suffix in .tgz .tar.gz; do
-  version=${version%"$suffix"}
+  named=${named%"$suffix"}
 done
-version=${version#marathon-}
-if [[ "$version" == "$name" || ! "$version" =~ ^[0-9] ]]; then
-  kiln_need KILN_MARATHON_VERSION components.marathon.version
-  version=$KILN_MARATHON_VERSION
+named=${named#marathon-}
+if [[ "$named" == "$name" || ! "$named" =~ ^[0-9] ]]; then
+  named=""
 fi
-install_dir="/opt/marathon-$version"
 
 ensure_java
 kiln_system_user marathon /var/lib/marathon
 install -d -m 0755 /etc/marathon /etc/kiln
 
-current=""
-if [[ -f "$install_dir/.kiln-source" ]]; then
-  current=$(cat "$install_dir/.kiln-source")
-fi
-if [[ "$current" != "$sum $url" ]]; then
+install_dir=""
+for dir in /opt/marathon-*; do
+  if [[ -f "$dir/.kiln-source" && "$(cat "$dir/.kiln-source")" == "$sum $url" ]]; then
+    install_dir=$dir
+  fi
+done
+if [[ -z "$install_dir" ]]; then
   kiln_tmpdir tmp
   download "$url" "$tmp/marathon.tgz" "$sum" components.marathon.sha256
   mkdir -p "$tmp/x"
   tar -C "$tmp/x" --strip-components=1 --no-same-owner -xzf "$tmp/marathon.tgz"
   [[ -x "$tmp/x/bin/marathon" ]] || kiln_die "$url is not a Marathon tarball (no bin/marathon inside)"
+  version=$named
+  jar=$(find "$tmp/x/lib" -maxdepth 1 -name '*marathon-[0-9]*.jar' 2>/dev/null | sort | head -n 1)
+  if [[ -n "$jar" ]]; then
+    version=$(basename "$jar" .jar)
+    version=${version##*marathon-}
+  fi
+  [[ -n "$version" ]] ||
+    kiln_die "cannot tell which Marathon version $url holds: neither its file name (marathon-<version>.tgz) nor a lib/*marathon-<version>.jar inside names one"
   printf '%s %s\n' "$sum" "$url" >"$tmp/x/.kiln-source"
   chown -R root:root "$tmp/x"
+  install_dir="/opt/marathon-$version"
   rm -rf "$install_dir"
   mv "$tmp/x" "$install_dir"
   kiln_log "installed Marathon $version in $install_dir"
+fi
+version=${install_dir#/opt/marathon-}
+if [[ -n "${KILN_MARATHON_VERSION:-}" && "$version" != "$KILN_MARATHON_VERSION"* ]]; then
+  kiln_warn "the tarball holds Marathon $version, components.marathon.version says $KILN_MARATHON_VERSION (the manifest records $version)"
 fi
 kiln_symlink "marathon-$version" /opt/marathon
 

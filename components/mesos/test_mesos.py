@@ -163,3 +163,48 @@ def test_a_docker_task_finishes(host: Any, components: dict[str, Any], phase: st
                    f"--docker_image={image}", "--command=echo kiln-docker-task-ran",
                    "--resources=cpus:0.1;mem:32")
     assert "TASK_FINISHED" in out, out
+
+
+def test_a_task_port_is_served_through_haproxy(host: Any, components: dict[str, Any], phase: str, role: str,
+                                               node_spec: dict[str, Any], ports: dict[str, int]) -> None:
+    """Service discovery on the real thing: a long-running Mesos task holding a port from its offer,
+    labelled HAPROXY_0_PORT, is reached through the node's HAProxy, which kiln-haproxy-bridge
+    configured from the leading master's /state (the bridge's Mesos source: no Marathon here)."""
+    require(components, "mesos")
+    require(components, "haproxy")
+    boot_only(phase)
+    for_roles(role, "standalone")
+    if "marathon" in components:
+        pytest.skip("this image runs Marathon: its bridge reads Marathon's apps, not Mesos' tasks")
+    catalog = json.loads(host.file("/etc/kiln/catalog.json").content_string)
+    ip, task_port = node_spec["ip"], 31777  # inside the agent's default ports resource, 31000-32000
+    service = int(catalog["ports"]["haproxy"]["services"]) + 42
+    marker = "kiln-mesos-task-behind-haproxy"
+    info = {"name": "kiln-infra-web", "task_id": {"value": "kiln-infra-web"}, "agent_id": {"value": ""},
+            "resources": [{"name": "cpus", "type": "SCALAR", "scalar": {"value": 0.1}},
+                          {"name": "mem", "type": "SCALAR", "scalar": {"value": 32}},
+                          {"name": "ports", "type": "RANGES",
+                           "ranges": {"range": [{"begin": task_port, "end": task_port}]}}],
+            "command": {"value": f"echo {marker} > marker && "
+                                 f"exec python3 -m http.server {task_port} --bind {ip}"},
+            "labels": {"labels": [{"key": "HAPROXY_0_PORT", "value": str(service)}]}}
+    program = host.run("sudo sh -c 'command -v mesos-execute'").stdout.strip() or "mesos-execute"
+    # One command per line: `&` then backgrounds mesos-execute alone, whose output goes to a file,
+    # so the SSH session ends at once (a backgrounded list would keep it open).
+    started = host.run(
+        f"set -e\nd=$(mktemp -d)\nprintf %s {shlex.quote(json.dumps(info))} > $d/task.json\n"
+        f"LIBPROCESS_IP={ip} setsid {program} --master={ip}:{ports['master']} "
+        f"--task=file://$d/task.json > $d/execute.log 2>&1 < /dev/null &\necho $! $d")
+    assert started.rc == 0, started.stderr
+    pid, workdir = started.stdout.split()
+    url = f"http://{ip}:{service}/marker"
+    try:
+        poll = f"until curl -sf --max-time 5 {url}; do sleep 2; done"
+        served = host.run(f"timeout {TASK_SECONDS} sh -c {shlex.quote(poll)}")
+        config = host.run("sudo cat /etc/haproxy/haproxy.cfg").stdout
+        log = host.run(f"cat {workdir}/execute.log").stdout
+        assert served.stdout.strip() == marker, (f"{url} never answered {marker}\n"
+                                                 f"mesos-execute:\n{log[-1500:]}\nhaproxy.cfg:\n{config[-1500:]}")
+        assert f"server {ip}:{task_port} {ip}:{task_port}" in config, config
+    finally:
+        host.run(f"kill {pid}; sleep 2; kill -9 {pid} 2>/dev/null; rm -rf {workdir}")

@@ -8,10 +8,8 @@ set -Eeuo pipefail
 
 install_kiln_python_package kiln_node /usr/local/sbin/kiln-node
 
+# The version of the package as installed (its __version__), not kiln's from kiln.env.
 version=$(kiln_python_version_of /opt/kiln/lib/kiln_node)
-if [[ -z "$version" ]]; then
-  kiln_need KILN_VERSION "kiln's version"
-  version=$KILN_VERSION
-fi
+[[ -n "$version" ]] || kiln_die "/opt/kiln/lib/kiln_node/__init__.py has no __version__: cannot record what is installed"
 extra=$(kiln_json install_dir=/opt/kiln/lib/kiln_node command=/usr/local/sbin/kiln-node python="$(python3 -V 2>&1)")
 record_component node "$version" "$extra"

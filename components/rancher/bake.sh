@@ -11,7 +11,8 @@ set -Eeuo pipefail
 executor_url=${KILN_RANCHER_EXECUTOR_URL:-}
 scheduler_url=${KILN_RANCHER_SCHEDULER_URL:-}
 if [[ -z "$executor_url" && -z "$scheduler_url" ]]; then
-  echo "rancher: no executor/scheduler URL configured; skipping (off by default)"
+  # Enabled but off: say so in the manifest, so that the suites can tell "off" from "failed".
+  record_component_off rancher "components.rancher.executor_url and scheduler_url are empty: no Rancher binary to install (off until you pin one with its sha256)"
   exit 0
 fi
 # Check both before downloading either.
@@ -59,11 +60,13 @@ if [[ -n "$scheduler_url" ]]; then
   fields+=(scheduler_url="$scheduler_url" scheduler_sha256="$KILN_RANCHER_SCHEDULER_SHA256")
 fi
 
-# The binaries carry no version: what identifies them is their sha256 (the executor's first).
+# The binaries carry no version: what identifies them is the sha256 of the installed file (the
+# executor's first), as the image holds it (download checked it against the pinned one).
 if [[ -n "$executor_url" ]]; then
-  version="sha256:${KILN_RANCHER_EXECUTOR_SHA256#*:}"
+  binary=/usr/local/bin/rancher-mesos-executor
 else
-  version="sha256:${KILN_RANCHER_SCHEDULER_SHA256#*:}"
+  binary=/usr/local/bin/rancher-mesos-scheduler
 fi
+version="sha256:$(sha256sum "$binary" | cut -d ' ' -f 1)"
 extra=$(kiln_json "${fields[@]}")
 record_component rancher "$version" "$extra"

@@ -25,7 +25,8 @@ def valid_cluster_name(name: str) -> bool:
     return CLUSTER_NAME.fullmatch(name) is not None
 
 
-_SHAPE = re.compile(r"^(?P<masters>[1-9][0-9]?)m(?:(?P<agents>[0-9]{1,2})a)?$")
+# Applied with fullmatch: `^...$` with re.match would take "3m\n" ($ matches before a final newline).
+_SHAPE = re.compile(r"(?P<masters>[1-9][0-9]?)m(?:(?P<agents>[0-9]{1,2})a)?")
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def parse_shape(text: str) -> Shape:
     """'1' -> standalone, 'Nm' -> N masters, 'NmMa' -> N masters and M agents (N >= 1, M >= 0)."""
     if text == "1":
         return Shape(masters=1, agents=0, standalone=True)
-    m = _SHAPE.match(text or "")
+    m = _SHAPE.fullmatch(text) if isinstance(text, str) else None
     if not m:
         raise ValueError(f"bad shape {text!r}: expected {SHAPE_FORMS}")
     return Shape(masters=int(m.group("masters")), agents=int(m.group("agents") or 0))

@@ -44,8 +44,13 @@ from urllib.parse import urlsplit
 from kiln.errors import Interrupted, StepFailed, UserError
 from kiln.fileutil import locked
 from kiln.keys import ensure_build_key
-from kiln.runner import run, which
+from kiln.runner import STOP_SIGNALS, StepTimedOut, run, which
 
+# Bounds of the recipe's steps: a hung one ends with its name and the log, never a silent hang.
+MMDEBSTRAP_TIMEOUT = 3600.0  # downloads and unpacks a few hundred packages
+LONG_TIMEOUT = 1800.0  # extract the root file system, qemu-img convert (4 GiB)
+STEP_TIMEOUT = 600.0  # every other step (sfdisk, mkfs, mount, chroot, extlinux, ...)
+QUICK_TIMEOUT = 60.0  # losetup -j, umount, losetup -d
 RECIPE_VERSION = 8
 DISK_MB = 4096
 PART_START = 2048  # sectors of 512 bytes: the usual 1 MiB alignment
@@ -141,6 +146,7 @@ def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *,
     suite, mirror = target_cfg["codename"], base_cfg["mirror"]
     fp = fingerprint(suite=suite, mirror=mirror, user=user, public_key=public_key)
     if not force and _is_current(out, fp):
+        _release_left_behind(out, log or build_dir / "logs" / f"base-{target_name}.log", say)
         return BaseImage(out, fp, True, {}, out.stat().st_size)
 
     if os.geteuid() != 0:
@@ -155,7 +161,7 @@ def build_base(target_name: str, target_cfg: dict[str, Any], build_dir: Path, *,
     with locked(out.parent / f".{out.name}.lock"):
         if not force and _is_current(out, fp):  # another process built it while we waited
             return BaseImage(out, fp, True, {}, out.stat().st_size)
-        _release_stale(out.parent, tools, log)
+        _release_stale(out.parent, tools, log, say)
         with _sigterm_raises():
             recipe = _Recipe(target_name, suite, mirror, user, public_key, tools, mbr, log, say)
             seconds = recipe.build(out, fp)
@@ -175,23 +181,36 @@ def _is_current(image: Path, fp: str) -> bool:
         return False
 
 
+def _release_left_behind(out: Path, log: Path, say: Reporter) -> None:
+    """The image is current, but a killed build of it may have left a work dir (mounted, a loop
+    device attached): release and remove it, under the image's lock (no build of it runs then)."""
+    if not any(out.parent.glob(f"{WORK_PREFIX}*")) or os.geteuid() != 0:
+        return
+    tools = {name: shutil.which(name) for name in ("losetup", "umount")}
+    if not all(tools.values()):
+        return
+    with locked(out.parent / f".{out.name}.lock"):
+        _release_stale(out.parent, {k: str(v) for k, v in tools.items()}, log, say)
+
+
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
-    """SIGTERM raises Interrupted while building, so `finally` releases mounts and loops.
+    """SIGTERM and SIGHUP raise Interrupted while building, so `finally` releases mounts and loops.
     Left alone when a handler is already installed (kiln.tasks.cli does) or off the main thread."""
     if threading.current_thread() is not threading.main_thread() \
-            or signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+            or any(signal.getsignal(sig) not in (signal.SIG_DFL, None) for sig in STOP_SIGNALS):
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        raise Interrupted(f"received signal {signum}")
+        raise Interrupted(f"received {signal.Signals(signum).name}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, before in previous.items():
+            signal.signal(sig, before)
 
 
 def _mounted(path: Path) -> bool:
@@ -206,7 +225,8 @@ def _mounted(path: Path) -> bool:
 
 
 def _loops_of(raw: Path, tools: dict[str, str]) -> list[str]:
-    listing = run([tools["losetup"], "-j", str(raw)], step="losetup -j", quiet=True, check=False)
+    listing = run([tools["losetup"], "-j", str(raw)], step="losetup -j", quiet=True, check=False,
+                  timeout=QUICK_TIMEOUT)
     return [line.split(":", 1)[0] for line in listing.output.splitlines() if line.startswith("/dev/loop")]
 
 
@@ -214,22 +234,26 @@ def _release(work: Path, tools: dict[str, str], log: Path | None) -> bool:
     """Unmount and detach what a build in `work` may hold; True if nothing is left mounted."""
     mnt = work / "mnt"
     if mnt.is_dir() and _mounted(mnt):
-        done = run([tools["umount"], str(mnt)], step="base: umount", log=log, quiet=True, check=False)
+        done = run([tools["umount"], str(mnt)], step="base: umount", log=log, quiet=True, check=False,
+                   timeout=QUICK_TIMEOUT)
         if done.returncode != 0:  # still busy: detach it now, the kernel finishes when it can
             run([tools["umount"], "-l", str(mnt)], step="base: umount -l", log=log, quiet=True,
-                check=False)
+                check=False, timeout=QUICK_TIMEOUT)
     raw = work / "disk.raw"
     if raw.exists():
         for loop in _loops_of(raw, tools):
-            run([tools["losetup"], "-d", loop], step="base: losetup -d", log=log, quiet=True, check=False)
+            run([tools["losetup"], "-d", loop], step="base: losetup -d", log=log, quiet=True, check=False,
+                timeout=QUICK_TIMEOUT)
     return not (mnt.is_dir() and _mounted(mnt))
 
 
-def _release_stale(directory: Path, tools: dict[str, str], log: Path | None) -> None:
+def _release_stale(directory: Path, tools: dict[str, str], log: Path | None,
+                   say: Reporter | None = None) -> None:
     """Work dirs of builds that were killed (we hold the lock, so none is alive)."""
     for work in directory.glob(f"{WORK_PREFIX}*"):
         if work.is_dir() and _release(work, tools, log):
             shutil.rmtree(work, ignore_errors=True)
+            (say or _print)(f"==> base: released and removed {work}, left by an interrupted build")
 
 
 class _Recipe:
@@ -239,8 +263,9 @@ class _Recipe:
         self.public_key, self.tools, self.mbr, self.log, self.say = public_key, tools, mbr, log, say
         self.seconds: dict[str, float] = {}
 
-    def sh(self, argv: list[str], step: str, **kwargs: Any) -> str:
-        return run(argv, step=f"base {self.target}: {step}", log=self.log, quiet=True, **kwargs).output
+    def sh(self, argv: list[str], step: str, timeout: float = STEP_TIMEOUT, **kwargs: Any) -> str:
+        return run(argv, step=f"base {self.target}: {step}", log=self.log, quiet=True, timeout=timeout,
+                   **kwargs).output
 
     def stage(self, name: str, func: Callable[[], None]) -> None:
         started = time.monotonic()
@@ -259,7 +284,8 @@ class _Recipe:
             self.stage("mmdebstrap", lambda: self.rootfs(tarball))
             self.stage("image assembly", lambda: self.assemble(work, tarball, raw))
             self.stage("qcow2 convert", lambda: self.sh(
-                [self.tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(qcow)], "qemu-img convert"))
+                [self.tools["qemu-img"], "convert", "-O", "qcow2", str(raw), str(qcow)], "qemu-img convert",
+                timeout=LONG_TIMEOUT))
             stamp = stamp_path(out)
             # Drop the old stamp first: an image whose stamp is missing or stale is never reused.
             stamp.unlink(missing_ok=True)
@@ -279,7 +305,9 @@ class _Recipe:
         argv = [self.tools["mmdebstrap"], "--variant=minbase", f"--include={','.join(PACKAGES)}",
                 self.suite, str(tarball), *apt_sources(self.suite, self.mirror)]
         try:
-            self.sh(argv, "mmdebstrap")
+            self.sh(argv, "mmdebstrap", timeout=MMDEBSTRAP_TIMEOUT)
+        except StepTimedOut:
+            raise
         except StepFailed as exc:
             raise UserError(f"mmdebstrap could not build the {self.suite} root file system from "
                             f"{self.mirror}",
@@ -301,7 +329,7 @@ class _Recipe:
         self.sh([t["mkfs.ext4"], "-q", "-L", "root", loop], "mkfs.ext4")
         self.sh([t["mount"], loop, str(mnt)], "mount")
         self.sh([t["tar"], "-C", str(mnt), "--numeric-owner", "--xattrs", "--xattrs-include=*", "-xpf",
-                 str(tarball)], "extract the root file system")
+                 str(tarball)], "extract the root file system", timeout=LONG_TIMEOUT)
         configure_rootfs(mnt, self.user, self.public_key)
         self.sh([t["chroot"], str(mnt), "/bin/sh", "-eu", "-c", user_script(self.user)], "create the user")
         self.sh([t["extlinux"], "--install", str(mnt / "boot/extlinux")], "extlinux --install")

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiln import runner
 from kiln.config.load import Config
 from kiln.config.shapes import node_specs, parse_shape
 from kiln.config.targets import select_pairs
@@ -17,9 +18,10 @@ from kiln.errors import KilnError, UserError
 from kiln.image import accel as accel_mod
 from kiln.image import ovf, virtualbox
 from kiln.image.verify import run_suites
-from kiln.image.vm import VIRTIO, Hardware, booted
+from kiln.image.vm import VIRTIO, Hardware, RunningVM, booted
 from kiln.keys import ensure_build_key
 from kiln.paths import Paths
+from kiln.runner import Result
 
 
 @dataclass(frozen=True)
@@ -51,27 +53,41 @@ def boot_test(config: Config, paths: Paths, target: str, builder: str = "qemu", 
     seconds: dict[str, float] = {}
     report = paths.reports / f"{pair.name}-boot.xml"
     t0 = time.monotonic()
-    with booted(image, workdir, key=ensure_build_key(paths.build), user=pair.target.ssh_username,
-                accel=probe.accel, name=pair.name, memory_mb=config["trial"]["memory_mb"],
-                cpus=config["trial"]["cpus"], hardware=hardware) as vm:
-        seconds["boot to ssh"] = round(time.monotonic() - t0, 1)
-        t1 = time.monotonic()
-        ip = vm.ssh("hostname -I").stdout.split()[0]
-        spec = json.dumps(standalone_spec(config, ip), indent=2)
-        command = (f"sudo install -d -m 0755 /etc/kiln && printf '%s' {_shell_quote(spec)}"
-                   " | sudo tee /etc/kiln/node.json >/dev/null"
-                   " && sudo kiln-node apply /etc/kiln/node.json")
-        apply = vm.ssh(command, timeout=600)
-        print(apply.stdout, end="", flush=True)
-        if apply.returncode != 0:
-            raise KilnError(f"kiln-node apply failed on {pair.name} (exit {apply.returncode}):\n"
-                            f"{apply.stdout}{apply.stderr}")
-        seconds["apply node spec"] = round(time.monotonic() - t1, 1)
-        t2 = time.monotonic()
-        result = run_suites(paths, ssh_config=vm.ssh_config, hosts=[vm.name], phase="boot",
-                            report=report, quiet=quiet, log=paths.logs / f"{pair.name}-boot.log")
-        seconds["testinfra"] = round(time.monotonic() - t2, 1)
+    adopted = 0
+    try:
+        with booted(image, workdir, key=ensure_build_key(paths.build), user=pair.target.ssh_username,
+                    accel=probe.accel, name=pair.name, memory_mb=config["trial"]["memory_mb"],
+                    cpus=config["trial"]["cpus"], hardware=hardware) as vm:
+            seconds["boot to ssh"] = round(time.monotonic() - t0, 1)
+            # QEMU (its own process group) ends with kiln from here on, and is in the run record.
+            adopted = vm.pid
+            runner.adopt(vm.pid, f"QEMU of the boot test of {pair.name}")
+            result = _test_booted(config, paths, pair.name, vm, report, seconds, quiet)
+    finally:
+        if adopted:
+            runner.disown(adopted)
     return BootTestResult(pair.name, result.returncode == 0, report, seconds)
+
+
+def _test_booted(config: Config, paths: Paths, pair: str, vm: RunningVM, report: Path,
+                 seconds: dict[str, float], quiet: bool) -> Result:
+    t1 = time.monotonic()
+    ip = vm.ssh("hostname -I").stdout.split()[0]
+    spec = json.dumps(standalone_spec(config, ip), indent=2)
+    command = (f"sudo install -d -m 0755 /etc/kiln && printf '%s' {_shell_quote(spec)}"
+               " | sudo tee /etc/kiln/node.json >/dev/null"
+               " && sudo kiln-node apply /etc/kiln/node.json")
+    apply = vm.ssh(command, timeout=600)
+    print(apply.stdout, end="", flush=True)
+    if apply.returncode != 0:
+        raise KilnError(f"kiln-node apply failed on {pair} (exit {apply.returncode}):\n"
+                        f"{apply.stdout}{apply.stderr}")
+    seconds["apply node spec"] = round(time.monotonic() - t1, 1)
+    t2 = time.monotonic()
+    result = run_suites(paths, ssh_config=vm.ssh_config, hosts=[vm.name], phase="boot",
+                        report=report, quiet=quiet, log=paths.logs / f"{pair}-boot.log")
+    seconds["testinfra"] = round(time.monotonic() - t2, 1)
+    return result
 
 
 def _image_of(pair: str, paths: Paths, workdir: Path, target: str, builder: str) -> tuple[Path, Hardware]:

@@ -49,12 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                           [sshconfig.SshHost("build-vm", args.host, args.port, args.user, key_file)],
                           control_dir=workdir / "ssh-control", persist="1800s")
     if args.action == "connect":
-        opened = subprocess.run(["ssh", "-F", str(cfg), "-fN", "-o", "ControlPersist=1800", "build-vm"],
-                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-        if opened.returncode != 0:
-            print(f"==> could not open the verification connection: {opened.stderr.strip()}",
-                  file=sys.stderr, flush=True)
-        return opened.returncode
+        return _connect(cfg, args.host, args.port)
     report = paths.reports / f"{args.name}-inbuild.xml"
     print(f"==> in-build verification of {args.name} (report: {report})", flush=True)
     try:
@@ -66,6 +61,28 @@ def main(argv: list[str] | None = None) -> int:
         print(f"==> in-build verification FAILED: the image is not accepted (report: {report})",
               file=sys.stderr, flush=True)
     return result.returncode
+
+
+CONNECT_TIMEOUT = 120.0
+
+
+def _connect(cfg: Path, host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> int:
+    """Open the master connection (`ssh -fN`: ssh puts it in the background, in a session of its
+    own, which is why this is not kiln.runner.run: run() ends what a step leaves in its process
+    group). Bounded: a VM that stops answering ends the step with a message, not a hang. kiln
+    closes the master after the Packer build whatever happened (kiln.image.layered.run_packer)."""
+    try:
+        opened = subprocess.run(["ssh", "-F", str(cfg), "-fN", "-o", "ControlPersist=1800", "build-vm"],
+                                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"==> in-build verification: step 'open the SSH connection to {host}:{port}' timed out "
+              f"after {timeout:.0f}s (ssh_config {cfg}); Packer's log has the build's side",
+              file=sys.stderr, flush=True)
+        return 1
+    if opened.returncode != 0:
+        print(f"==> could not open the verification connection: {opened.stderr.strip()}",
+              file=sys.stderr, flush=True)
+    return opened.returncode
 
 
 def _key_from_env(variable: str, workdir: Path) -> Path:

@@ -13,16 +13,18 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from kiln import sshconfig
 from kiln.config.load import Config
 from kiln.config.targets import Pair
-from kiln.fileutil import locked
 from kiln.image import aptcache, layers, packer, publish
 from kiln.image.artifacts import (
     CATALOG,
@@ -38,9 +40,18 @@ from kiln.image.render import RenderedPair, RenderOptions
 from kiln.image.store import Layer, Store
 from kiln.output import say, warn
 from kiln.paths import Paths
-from kiln.runner import capture, run, which
+from kiln.runner import capture, record, run, unrecord, which
 
 SOURCE_TIMEOUT = 15.0
+# One Packer build of one layer, provisioning and in-build checks included, counts as hung after
+# this long (a fresh Mesos image under TCG takes about an hour here); `invoke build --timeout`.
+PACKER_TIMEOUT = 4 * 3600.0
+VERIFY_HOST = "build-vm"  # the in-build verification's SSH alias (kiln.image.inbuild)
+
+# Layered builds running in this process (parallel builds are threads): the store's sweep runs
+# only when none is, since the staging dirs of this process's builds all carry its PID.
+_ACTIVE = 0
+_ACTIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ def base_layer(config: Config, pair: Pair, paths: Paths, store: Store,
     found = store.get(key)
     if found is None:
         work = store.staging(key)
+        record("path", work)
         try:
             try:
                 os.link(image.path, work / "disk.qcow2")
@@ -96,6 +108,7 @@ def base_layer(config: Config, pair: Pair, paths: Paths, store: Store,
                                              "inputs": {"fingerprint": image.fingerprint}})
         finally:
             shutil.rmtree(work, ignore_errors=True)
+            unrecord("path", work)
     return key, found.disk
 
 
@@ -119,12 +132,11 @@ def base_key_for(config: Config, pair: Pair, paths: Paths) -> str:
 
 def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rendered: RenderedPair, *,
           staging: Path, final: Path, stage: Callable[[str, Callable[[], Any]], Any], quiet: bool,
-          force: bool, force_base: bool) -> Outcome:
+          force: bool, force_base: bool, timeout: float = PACKER_TIMEOUT) -> Outcome:
+    """Build the chain of layers of a qemu pair into `staging`. The caller holds the pair's lock
+    (kiln.image.build.build_pair), so no other build of this pair runs meanwhile."""
     store = Store(paths.cache)
-    with locked(paths.artifacts / f".{pair.name}.lock"):
-        with store.lock():
-            for left in store.sweep():
-                say(f"==> [{pair.name}] removed {left.name}, left by an interrupted build")
+    with _active(store, pair):
         base_key, base_disk = stage("base layer", lambda: base_layer(config, pair, paths, store, force_base))
         sources = apt_sources(pair.target.codename, pair.target.base["mirror"]) if pair.target.base else []
         plan = stage("keys", lambda: plan_for(config, pair, paths, options, rendered, base_key))
@@ -148,7 +160,8 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
                 else:
                     hit = stage(f"layer {layer_plan.name}",
                                 lambda lp=layer_plan, pd=parent_disk: _build_layer(
-                                    lp, pd, pair, paths, options, rendered, staging, store, proxy, quiet))
+                                    lp, pd, pair, paths, options, rendered, staging, store, proxy, quiet,
+                                    timeout))
                     built.append(layer_plan.name)
                 parent_disk = hit.disk
             downloaded = proxy.stats.fetched_bytes
@@ -167,10 +180,56 @@ def _published_key(final: Path) -> str:
         return ""
 
 
+@contextmanager
+def _active(store: Store, pair: Pair) -> Iterator[None]:
+    """Count this layered build; the first one of the process sweeps what killed builds left in
+    the store (their `.tmp-<key>-<pid>` dirs), under the store's lock."""
+    global _ACTIVE
+    with _ACTIVE_LOCK:
+        if _ACTIVE == 0:
+            with store.lock():
+                for left in store.sweep():
+                    say(f"==> [{pair.name}] removed {left}, left by an interrupted build")
+        _ACTIVE += 1
+    try:
+        yield
+    finally:
+        with _ACTIVE_LOCK:
+            _ACTIVE -= 1
+
+
+def verify_ssh_config(paths: Paths, pair: Pair) -> Path:
+    """The ssh_config of the in-build verification's master connection (kiln.image.inbuild)."""
+    return paths.build / "verify" / pair.name / "inbuild.ssh_config"
+
+
+def close_verify_master(paths: Paths, pair: Pair) -> None:
+    """End the in-build verification's SSH master, whatever the Packer build did (it closes the
+    master itself when it gets to `verify`; a build failing between `connect` and `verify` does not)."""
+    config = verify_ssh_config(paths, pair)
+    if config.is_file():
+        sshconfig.close_master(config, VERIFY_HOST)
+
+
+def run_packer(argv: list[str], *, step: str, template_dir: Path, log: Path, quiet: bool, timeout: float,
+               paths: Paths, pair: Pair) -> None:
+    """One `packer build`, bounded by `timeout`; the verification's SSH master is closed after it
+    on every path (and recorded meanwhile, for the next run if this one is killed)."""
+    config = verify_ssh_config(paths, pair)
+    record("ssh", config, host=VERIFY_HOST)
+    try:
+        run(argv, step=step, cwd=template_dir, log=log, quiet=quiet, timeout=timeout,
+            env={"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"})
+    finally:
+        close_verify_master(paths, pair)
+        unrecord("ssh", config)
+
+
 def _build_layer(plan: layers.LayerPlan, parent_disk: Path | None, pair: Pair, paths: Paths,
                  options: RenderOptions, rendered: RenderedPair, staging: Path, store: Store,
-                 proxy: aptcache.Proxy, quiet: bool) -> Layer:
+                 proxy: aptcache.Proxy, quiet: bool, timeout: float = PACKER_TIMEOUT) -> Layer:
     work = store.staging(plan.key)
+    record("path", work)
     log = paths.logs / f"{pair.name}-{plan.name}.log"
     log.unlink(missing_ok=True)
     try:
@@ -191,8 +250,8 @@ def _build_layer(plan: layers.LayerPlan, parent_disk: Path | None, pair: Pair, p
         for key, value in sorted(variables.items()):
             argv += ["-var", f"{key}={value}"]
         argv.append(".")
-        run(argv, step=f"packer build {pair.name} ({plan.name} layer)", cwd=template_dir, log=log,
-            quiet=quiet, env={"CHECKPOINT_DISABLE": "1", "PACKER_NO_COLOR": "1"})
+        run_packer(argv, step=f"packer build {pair.name} ({plan.name} layer)", template_dir=template_dir,
+                   log=log, quiet=quiet, timeout=timeout, paths=paths, pair=pair)
         (work / "output" / "disk.qcow2").rename(work / "disk.qcow2")
         shutil.rmtree(work / "output")
         (work / "parent-overlay.qcow2").unlink(missing_ok=True)
@@ -202,6 +261,7 @@ def _build_layer(plan: layers.LayerPlan, parent_disk: Path | None, pair: Pair, p
                                              "inputs": plan.inputs})
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        unrecord("path", work)
 
 
 def _restore_records(layer: Layer, staging: Path) -> None:

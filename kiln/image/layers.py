@@ -123,8 +123,30 @@ class KeyContext:
     tools: Mapping[str, str]  # packer, qemu
 
 
+def layer_key(parent: str, name: str, inputs: Mapping[str, Any]) -> str:
+    """The key of layer `name` with these inputs on top of the layer (or source) keyed `parent`."""
+    return digest({"parent": parent, "layer": name, "inputs": inputs})
+
+
 def plan(config: Config, pair: Pair, base_key: str, ctx: KeyContext) -> list[LayerPlan]:
     """The system and payload layers of `pair` with their keys, on top of `base_key`."""
+    cat = catalog.load_cached(ctx.root)
+    components = config.components_for(pair.target.name)
+    parts = split(cat, components)
+    layer_steps = steps(cat, components)
+    inputs = layer_inputs(config, pair, ctx)
+    system_key = layer_key(base_key, SYSTEM, inputs[SYSTEM])
+    payload_key = layer_key(system_key, PAYLOAD, inputs[PAYLOAD])
+    return [
+        LayerPlan(SYSTEM, tuple(parts[SYSTEM]), layer_steps[SYSTEM], inputs[SYSTEM], base_key, system_key),
+        LayerPlan(PAYLOAD, tuple(parts[PAYLOAD]), layer_steps[PAYLOAD], inputs[PAYLOAD], system_key,
+                  payload_key),
+    ]
+
+
+def layer_inputs(config: Config, pair: Pair, ctx: KeyContext) -> dict[str, dict[str, Any]]:
+    """What the keys of `pair`'s system and payload layers cover, by layer name (the AMI key,
+    kiln.aws.amikey, is made of the same)."""
     cat = catalog.load_cached(ctx.root)
     components = config.components_for(pair.target.name)
     parts = split(cat, components)
@@ -145,7 +167,6 @@ def plan(config: Config, pair: Pair, base_key: str, ctx: KeyContext) -> list[Lay
         "built_packages": {c: s for c, s in sorted(ctx.packages.items()) if c in parts[SYSTEM]},
         "package_sources": dict(sorted(ctx.sources.items())),
     }
-    system_key = digest({"parent": base_key, "layer": SYSTEM, "inputs": system_inputs})
     payload_inputs = {
         **common,
         "target": target.name,
@@ -160,12 +181,7 @@ def plan(config: Config, pair: Pair, base_key: str, ctx: KeyContext) -> list[Lay
         "env": env_lines(ctx.env_text, cat, parts[PAYLOAD], packages_of_all=False),
         "built_packages": {c: s for c, s in sorted(ctx.packages.items()) if c in parts[PAYLOAD]},
     }
-    payload_key = digest({"parent": system_key, "layer": PAYLOAD, "inputs": payload_inputs})
-    return [
-        LayerPlan(SYSTEM, tuple(parts[SYSTEM]), layer_steps[SYSTEM], system_inputs, base_key, system_key),
-        LayerPlan(PAYLOAD, tuple(parts[PAYLOAD]), layer_steps[PAYLOAD], payload_inputs, system_key,
-                  payload_key),
-    ]
+    return {SYSTEM: system_inputs, PAYLOAD: payload_inputs}
 
 
 def explain(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

@@ -43,7 +43,7 @@ NAT_NETWORK = "NAT"
 SATA_CONTROLLER = "SATA Controller"  # VirtualBox's own name; Vagrant's disk feature looks for it
 NIC_TYPE = "82540EM"  # Intel PRO/1000 MT Desktop: VirtualBox's "E1000", QEMU's e1000
 VBOX_OUI = "080027"  # the MAC prefix VirtualBox gives its adapters
-MAC_RE = re.compile(r"^080027[0-9A-F]{6}$")
+MAC_RE = re.compile(r"080027[0-9A-F]{6}")  # applied with fullmatch
 # uuid5 namespace for the disk and machine UUIDs derived from a box's seed.
 KILN_OVF_NAMESPACE = uuid.UUID("6f1c9a52-3c1e-5d0b-9a57-4b696c6e4f56")
 
@@ -115,7 +115,7 @@ class Machine:
             problems.append(f"cpus {self.cpus}: expected 1 to 64")
         if not 4 <= self.memory_mb <= 1024 * 1024:
             problems.append(f"memory_mb {self.memory_mb}: expected 4 to 1048576")
-        if not MAC_RE.match(self.ident.mac):
+        if not MAC_RE.fullmatch(self.ident.mac):
             problems.append(f"MAC {self.ident.mac!r}: expected 080027 and 6 upper-case hex digits")
         if "/" in self.disk_href or not self.disk_href.endswith(".vmdk"):
             problems.append(f"disk {self.disk_href!r}: expected a .vmdk file name")

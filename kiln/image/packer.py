@@ -92,9 +92,13 @@ def _maybe_packer() -> str | None:
         return None
 
 
-def init(template_dir: Path, *, log: Path | None = None, quiet: bool = True) -> Result:
-    return run([find_packer(), "init", "."], step="packer init", cwd=template_dir, log=log,
-               quiet=quiet, env=_env())
+INIT_TIMEOUT = 600.0  # plugin downloads; a stalled download ends here, naming the step and its log
+
+
+def init(template_dir: Path, *, log: Path | None = None, quiet: bool = True,
+         timeout: float = INIT_TIMEOUT) -> Result:
+    return run([find_packer(), "init", "."], step=f"packer init ({template_dir})", cwd=template_dir, log=log,
+               quiet=quiet, env=_env(), timeout=timeout)
 
 
 def validate(

@@ -25,7 +25,7 @@ def checksum_from_listing(listing: str, filename: str) -> str | None:
     """Find filename's sha256 in a SHA256SUMS-style listing (GNU or BSD format)."""
     for line in listing.splitlines():
         line = line.strip()
-        bsd = re.match(r"SHA256 \((.+)\) = ([0-9a-f]{64})$", line)
+        bsd = re.fullmatch(r"SHA256 \((.+)\) = ([0-9a-f]{64})", line)
         if bsd and bsd.group(1) == filename:
             return bsd.group(2)
         parts = line.split()

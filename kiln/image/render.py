@@ -155,13 +155,49 @@ def _source(pair: Pair, paths: Paths) -> dict[str, str]:
     }
 
 
+@dataclass(frozen=True)
+class PackerRef:
+    """A Packer template reference (`${build.Host}`) placed in a command as it is, unquoted."""
+
+    text: str
+
+
+def shell_local_command(words: Sequence[str | PackerRef]) -> str:
+    """An HCL string literal of a command for Packer's shell-local provisioner: every literal word
+    shell-quoted (a checkout path with spaces or quotes stays one word), then HCL-escaped; Packer's
+    own references kept as references."""
+    parts = [w.text if isinstance(w, PackerRef) else hcl(shlex.quote(w))[1:-1] for w in words]
+    return '"' + " ".join(parts) + '"'
+
+
+def _verify(options: RenderOptions, pair: Pair, components: Sequence[str], paths: Paths) -> dict[str, Any]:
+    """The in-build verification's shell-local commands and environment, as HCL literals."""
+    login: list[str | PackerRef] = [
+        "--host", PackerRef("${build.Host}"), "--port", PackerRef("${build.Port}"),
+        "--user", PackerRef("${build.User}")]
+    # Packer logs in to an EC2 build instance with a temporary key pair of its own, which only
+    # Packer knows: it hands the key over in the environment.
+    ami = pair.builder.needs == "ami"
+    key = ["--key-from-env", INBUILD_KEY_ENV] if ami else ["--key", str(options.ssh_key)]
+    common = [*login, *key, "--name", pair.name, "--expect", ",".join(components)]
+    program = [sys.executable, "-m", "kiln.image.inbuild"]
+    environment = [hcl(f"KILN_ROOT={paths.root}")]
+    if ami:
+        environment.append(f'"{INBUILD_KEY_ENV}=${{build.SSHPrivateKey}}"')
+    return {
+        "connect": shell_local_command([*program, "connect", *common]),
+        "verify": shell_local_command([*program, "verify", *common,
+                                       *(f"--extra={e}" for e in options.verify_extra)]),
+        "environment": ", ".join(environment),
+    }
+
+
 def _ami_tags(config: Config, pair: Pair) -> dict[str, str]:
-    pinned = " ".join(
-        f"{name}={config['components'][name]['version']}"
-        for name in config.components_for(pair.target.name)
-        if isinstance(config["components"].get(name), Mapping)
-        and "version" in config["components"][name]
-    )
+    # The components the image is baked with, by name: the tags are written before the build, so
+    # they cannot know the versions, and config's `version` settings are not what the image holds
+    # (config once said ZooKeeper 3.8.4 where Debian installs 3.8.0). The exact versions are in the
+    # image's /etc/kiln/manifest.json and the build's metadata.
+    pinned = " ".join(config.components_for(pair.target.name))
     tags = {
         "Name": hcl(f"{config['project']['name']}-{pair.target.name}-{config['project']['version']}"),
         "kiln:version": hcl(config["project"]["version"]),
@@ -306,18 +342,7 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             {"source": str(pair_dir / "catalog.json"), "destination": "/tmp/kiln/catalog.json"},
             *({"source": str(p.path), "destination": f"/tmp/kiln/{p.upload}"} for p in options.packages),
         ],
-        "verify": {
-            "python": sys.executable,
-            "root": str(paths.root),
-            "extra": list(options.verify_extra),
-            # Packer logs in to an EC2 build instance with a temporary key pair of its own,
-            # which only Packer knows: it hands the key over in the environment.
-            "key_env": INBUILD_KEY_ENV if pair.builder.needs == "ami" else "",
-            "args": ("--host ${build.Host} --port ${build.Port} --user ${build.User} "
-                     + (f"--key-from-env {INBUILD_KEY_ENV}" if pair.builder.needs == "ami"
-                        else f"--key {options.ssh_key}") + f" --name {pair.name}"
-                     + f" --expect {','.join(components)}"),
-        },
+        "verify": _verify(options, pair, components, paths),
         "ami_tags": _ami_tags(config, pair),
     }
     template = _environment(paths).get_template("kiln.pkr.hcl.j2")

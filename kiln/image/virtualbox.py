@@ -59,7 +59,7 @@ DISK_NAME = "box-disk001.vmdk"
 BOX_METADATA = "metadata.json"
 BOX_VAGRANTFILE = "Vagrantfile"
 TAR_MTIME = 0  # every member of the box: fixed time, owner and mode (reproducible)
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")  # applied with fullmatch
 T = TypeVar("T")
 
 
@@ -160,9 +160,9 @@ def _catalog_version(catalog: Path) -> str | None:
 def box_vagrantfile(mac: str, ssh_username: str) -> str:
     """The Vagrantfile inside the box: defaults every Vagrantfile using the box inherits (the
     libvirt box's, plus the MAC that VirtualBox's NAT adapter must keep)."""
-    if not ovf.MAC_RE.match(mac):
+    if not ovf.MAC_RE.fullmatch(mac):
         raise ValueError(f"MAC {mac!r}: expected 080027 and 6 upper-case hex digits")
-    if not USER_RE.match(ssh_username):
+    if not USER_RE.fullmatch(ssh_username):
         raise UserError(f"ssh user {ssh_username!r} is not a valid user name")
     return ("# Embedded in the kiln box: defaults every Vagrantfile using this box inherits.\n"
             'Vagrant.configure("2") do |config|\n'

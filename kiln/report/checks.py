@@ -13,7 +13,7 @@ from kiln.report.model import Check, worst
 # pytest's own messages can hold a whole assertion rewrite; the report needs the gist.
 MESSAGE_LIMIT = 2000
 # `ssh://node-1`, maybe after other parameters that pytest joined in front with '-'.
-_BACKEND_ID = re.compile(r"^(?P<before>(?:.*-)?)[a-z+]+://(?P<rest>.+)$")
+_BACKEND_ID = re.compile(r"(?P<before>(?:.*-)?)[a-z+]+://(?P<rest>.+)")  # applied with fullmatch
 
 
 def checks_from_junit(path: Path, hosts: Sequence[str] = (), phase: str = "") -> list[Check]:
@@ -69,7 +69,7 @@ def _split_host(name: str, hosts: Sequence[str]) -> tuple[str, str]:
     m = re.fullmatch(r"(?P<test>[^\[]+)\[(?P<params>.*)\]", name)
     if not m:
         return name, ""
-    backend = _BACKEND_ID.match(m.group("params"))
+    backend = _BACKEND_ID.fullmatch(m.group("params"))
     if not backend:
         return name, ""
     before, rest = backend.group("before"), backend.group("rest")

@@ -110,6 +110,8 @@ def _validate(data: Any, source: str) -> None:
         problems = [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {_cut(e.message)}"
                     for e in errors[:20]]
         listed = problems[0] if len(problems) == 1 else "\n" + "\n".join(f"  - {p}" for p in problems)
+        if len(errors) > len(problems):  # a flood is bounded: the first 20, then the count
+            listed += f"\n  ... and {len(errors) - len(problems)} more"
         raise UserError(f"{source} is not a valid kiln nightly report: {listed}", FIX)
 
 

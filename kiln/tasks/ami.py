@@ -54,10 +54,26 @@ def _regions(cfg: Config, region: str) -> list[str]:
     "target": "Target(s) to bake, e.g. ubuntu-24.04, amazonlinux-2023 (default: build.targets with an AMI).",
     "region": "Build region (default: aws.region); aws.extra_regions get copies.",
     "quiet": "Print only kiln's stage lines; Packer's output still goes to build/logs/.",
+    "force": "Bake a new AMI even when one with this build's key exists (or is pending).",
 })
 @_aws_task
-def build(c, target=None, region="", config=None, set_=None, profile="", quiet=False):
-    """Bake AMIs with Packer (amazon-ebs), require IMDSv2 on every copy, record their ids."""
+def build(c, target=None, region="", config=None, set_=None, profile="", quiet=False, force=False):
+    """Bake AMIs with Packer (amazon-ebs), require IMDSv2 on every copy, record their ids.
+
+    Every AMI kiln bakes carries its key: the tag kiln:key and, in its name, the key's first 16
+    hex digits. The key is a sha256 over the source AMI (the target's `ami` block and the AMI it
+    resolves to now), everything the bake steps read (scripts, kiln's programs, component
+    settings, package lists, packages kiln built; as for the qcow2 layers), the Packer version
+    and the settings that change the AMI (aws.ebs, aws.imdsv2_required). Region, copy regions,
+    sharing and tags are not in it.
+
+    Before Packer starts, kiln looks for an available AMI with that key in the build region and
+    each of aws.extra_regions. If the build region has one, Packer does not run: kiln says "up to
+    date", copies that AMI to the copy regions that have none with the key (or uses theirs), and
+    writes amis.json as a build does. An AMI with the key that is still pending (another build
+    registering or copying it) stops the task with exit code 2: run it again once that AMI is
+    available, or pass --force, which bakes a new AMI without looking.
+    """
     from kiln.aws.bake import build_amis
     from kiln.aws.session import check_region
 
@@ -68,9 +84,10 @@ def build(c, target=None, region="", config=None, set_=None, profile="", quiet=F
     cfg = config_from(config, set_, profile, paths)
     for name in cfg["aws"]["extra_regions"]:  # copies go there: known before anything is baked
         check_region(name)
-    for result, amis in build_amis(cfg, paths, targets, region or None, quiet=quiet):
+    for result, amis in build_amis(cfg, paths, targets, region or None, quiet=quiet, force=force):
         listed = ", ".join(f"{r} {a}" for r, a in sorted(amis.items()))
-        say(f"{result.pair}: {listed} (record: {result.directory})")
+        how = "up to date" if result.up_to_date else "baked"
+        say(f"{result.pair}: {listed} ({how}, key {result.key[:16]}; record: {result.directory})")
 
 
 @task(name="list", iterable=COMMON, help={

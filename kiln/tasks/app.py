@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -61,8 +62,35 @@ def validate(config: Config, paths: Paths, targets: Sequence[str] = (),
     return summary
 
 
+def reap(paths: Paths) -> list[str]:
+    """Stop and remove what kiln runs that are gone (killed) left, one line each: their processes,
+    staging directories and SSH masters (kiln.runner's run records), and, as root, their network
+    namespaces, daemons and guard routes (kiln.vagrant.netns)."""
+    from kiln import runner
+
+    runner.configure_records(paths.cache / "runs", paths.root)
+    lines = runner.reap_stale()
+    if os.geteuid() == 0 and shutil.which("ip"):
+        from kiln.vagrant import netns
+
+        lines += netns.reap_stale()
+    return lines
+
+
 def clean(paths: Paths, everything: bool = False) -> list[Path]:
-    """Remove generated files; keep caches (base images, probe results) unless everything."""
+    """Remove generated files; keep caches (base images, probe results) unless everything. First
+    what killed runs left is reported and removed (reap); refused while another kiln run works in
+    this tree (its staging and logs are under build/)."""
+    from kiln import runner
+
+    for line in reap(paths):
+        say(f"==> {line}")
+    live = runner.live_runs(paths.root)
+    if live:
+        raise UserError(f"{live[0].describe()} is still working in {paths.root}"
+                        + (f" (and {len(live) - 1} more)" if len(live) > 1 else ""),
+                        f"wait for it to end, or stop it (kill {live[0].pid}: it cleans up after itself), "
+                        "then run `invoke clean` again")
     if not paths.build.exists():
         return []
     keep = set() if everything else {"cache", "base", "keys"}

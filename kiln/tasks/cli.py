@@ -37,7 +37,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 COMMON_HELP = {
     "config": "Overlay config file (repeatable; later files win over earlier ones and config.json).",
     "set": "Override one value: KEY.PATH=VALUE, VALUE parsed as JSON when it is JSON (repeatable).",
-    "profile": "Apply profiles/NAME.json first, e.g. 'offline' (debian-12/qemu, no Mesos/Marathon).",
+    "profile": ("Apply profiles/NAME.json first, e.g. 'offline' (debian-12/qemu, Mesos built here, "
+                "no Marathon)."),
 }
 HELP_WORDS = ("--help", "-h")
 CONTROL = ("Cc", "Zl", "Zp")  # control characters, and the line and paragraph separators

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_helpers import BOX_VOLUME_PREFIX, CANARY, CATALOG, INVOKE, MESOS_SETS, NIGHTLY_REPORTS
+from e2e_helpers import CANARY, CATALOG, INVOKE, MESOS_SETS, NIGHTLY_REPORTS
 
 from kiln.image import accel
 from kiln.paths import REPO_ROOT, Paths
@@ -20,15 +20,16 @@ from kiln.vagrant import netns
 
 @pytest.fixture(scope="session")
 def nightly() -> subprocess.CompletedProcess[str]:
-    """`invoke nightly --targets debian-12`, run once for the whole session: it builds the
-    debian-12 image (the other VM tests use that build), boots and verifies it, brings up a
-    one-node cluster with `invoke up`, and reports. A canary check (--expect-file of a file
+    """`invoke nightly --targets debian-12,ubuntu-24.04`, run once for the whole session: it
+    builds the debian-12 image (the other VM tests use that build) and its VirtualBox box, boots
+    and verifies both, brings up a one-node cluster with `invoke up`, reports ubuntu-24.04 as not
+    run (it cannot be built offline), and reports. A canary check (--expect-file of a file
     no image has) must fail it, in every report form."""
     started = time.monotonic()
-    done = subprocess.run([*INVOKE, "nightly", "--profile", "offline", *MESOS_SETS, "--targets",
-                           "debian-12", "--cluster-shape", "1", "--report-dir", str(NIGHTLY_REPORTS),
-                           "--expect-file", CANARY], cwd=REPO_ROOT, capture_output=True, text=True,
-                          timeout=3 * 3600)
+    done = subprocess.run([*INVOKE, "nightly", "--profile", "offline", *MESOS_SETS,
+                           "--targets", "debian-12,ubuntu-24.04", "--cluster-shape", "1",
+                           "--report-dir", str(NIGHTLY_REPORTS), "--expect-file", CANARY],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=3 * 3600)
     print(done.stdout[-6000:], done.stderr[-3000:])
     print(f"invoke nightly took {time.monotonic() - started:.0f}s")
     return done
@@ -58,9 +59,8 @@ def libvirt_ns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[netns.Libvi
     kvm = accel.resolve("auto", Paths().cache).accel == "kvm"
     with netns.libvirt_namespace(f"kiln-e2e-{os.getpid()}", logs, kvm=kvm) as ns:
         yield ns
-        for volume in ns.virsh("vol-list", "default").stdout.split():
-            if volume.startswith(BOX_VOLUME_PREFIX):  # boxes vagrant-libvirt uploaded for us
-                ns.virsh("vol-delete", "--pool", "default", volume)
+        for volume in ns.new_volumes():  # only what this session's machines and boxes put there
+            ns.virsh("vol-delete", "--pool", "default", volume)
 
 
 @pytest.fixture(scope="session")

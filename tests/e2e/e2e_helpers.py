@@ -16,7 +16,6 @@ INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
 PAIR = "debian-12-qemu"
 ARTIFACT = REPO_ROOT / "build" / "artifacts" / PAIR
 CATALOG = ARTIFACT / "box-catalog.json"
-BOX_VOLUME_PREFIX = "kiln-VAGRANTSLASH-mesos-debian-12"
 NIGHTLY_REPORTS = REPO_ROOT / "build" / "reports" / "e2e-nightly"
 CANARY = "/etc/kiln/nightly-canary"
 

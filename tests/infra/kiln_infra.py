@@ -10,10 +10,15 @@ With several hosts (a cluster) each one is checked for its own role, read from i
 
 Phase `bake` checks an image right after provisioning (services installed and disabled,
 hygiene); phase `boot` checks a node after `kiln-node apply` (services running and doing
-their job). Each suite checks only components listed in the image's
-/etc/kiln/manifest.json: a listed component must pass, an unlisted one is skipped with
-that reason, unless --kiln-expect names it: a component the build was asked for that left no
-record in the manifest is a failure, not a skip.
+their job). Each suite checks the components the image's /etc/kiln/manifest.json lists (they must
+pass). The manifest also says what was meant to be there ("enabled": components.enabled less
+components.exclude, as kiln baked the image) and what of it is off on purpose ("not_baked", with
+the reason its bake script recorded). So for a component without a record, `require`:
+  - enabled and not baked on purpose: skips with the recorded reason;
+  - enabled (or named by --kiln-expect) with no record and no reason: FAILS (its bake script did
+    not finish, or skipped itself silently);
+  - not enabled for this image (left out, or excluded): skips, saying so.
+tests/infra/test_manifest.py fails the image once per enabled component that left neither.
 """
 
 from __future__ import annotations
@@ -74,25 +79,51 @@ def manifest(host: Any) -> dict[str, Any]:
 
 
 class Components(dict):  # type: ignore[type-arg]
-    """The manifest's components, and those the build was asked for (--kiln-expect)."""
+    """The manifest's component records; `expected`: the components meant to be in the image (the
+    manifest's "enabled" and --kiln-expect); `not_baked`: those off on purpose, with the reason."""
 
-    expected: frozenset[str] = frozenset()
+    def __init__(self, records: dict[str, Any] | None = None, expected: frozenset[str] = frozenset(),
+                 not_baked: dict[str, str] | None = None) -> None:
+        super().__init__(records or {})
+        self.expected = expected
+        self.not_baked = dict(not_baked or {})
+
+
+def components_of(manifest: dict[str, Any], expect: str = "") -> Components:
+    """The Components of a manifest (pure: tests/unit/test_infra_plugin.py). Images baked before the
+    manifest said what was enabled have no "enabled": then only --kiln-expect says it."""
+    records = manifest.get("components")
+    assert isinstance(records, dict), "/etc/kiln/manifest.json has no 'components' object"
+    enabled = manifest.get("enabled", [])
+    not_baked = manifest.get("not_baked", {})
+    assert isinstance(enabled, list) and isinstance(not_baked, dict), \
+        "/etc/kiln/manifest.json: 'enabled' must be a list and 'not_baked' an object"
+    return Components(records, frozenset({*(str(n) for n in enabled), *(n for n in expect.split(",") if n)}),
+                      {str(k): str(v) for k, v in not_baked.items()})
+
+
+def missing_records(components: Components) -> list[str]:
+    """Components meant to be in the image that left neither a record nor a reason, sorted."""
+    return sorted(n for n in components.expected if n not in components and n not in components.not_baked)
 
 
 @pytest.fixture(scope="module")
 def components(manifest: dict[str, Any], request: pytest.FixtureRequest) -> Components:
-    found = Components(manifest["components"])
-    found.expected = frozenset(n for n in str(request.config.getoption("--kiln-expect")).split(",") if n)
-    return found
+    return components_of(manifest, str(request.config.getoption("--kiln-expect")))
 
 
 def require(components: dict[str, Any], name: str) -> dict[str, Any]:
-    if name not in components:
-        if name in getattr(components, "expected", ()):
-            pytest.fail(f"{name} was asked for but left no record in /etc/kiln/manifest.json: its bake "
-                        "script did not finish, or skipped itself")
-        pytest.skip(f"{name} is not in this image's /etc/kiln/manifest.json")
-    return components[name]
+    """`name`'s manifest record; skips or fails the test when there is none (see the module doc)."""
+    if name in components:
+        return components[name]
+    reason = getattr(components, "not_baked", {}).get(name)
+    if reason is not None:
+        pytest.skip(f"{name} is enabled but not baked into this image: {reason}")
+    if name in getattr(components, "expected", ()):
+        pytest.fail(f"{name} is enabled for this image but left no record in /etc/kiln/manifest.json and "
+                    "no reason: its bake script did not finish, or skipped itself without "
+                    "record_component_off")
+    pytest.skip(f"{name} is not enabled for this image (components.enabled, components.exclude)")
 
 
 ENABLED_STATES = {"enabled", "enabled-runtime", "disabled", "static", "masked", "masked-runtime",

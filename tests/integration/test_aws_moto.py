@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -23,13 +24,16 @@ from typing import Any
 
 import pytest
 
-from kiln.aws import cluster, images, network, userdata
-from kiln.aws.bake import AMI_RECORD, PACKER_MANIFEST, finish_images
+from kiln.aws import amikey, cluster, images, network, userdata
+from kiln.aws.bake import AMI_RECORD, PACKER_MANIFEST, finish_images, pair_key
 from kiln.aws.session import CLUSTER_TAG, Aws, connect
 from kiln.config.load import Config, load_config
 from kiln.config.shapes import validate_spec
+from kiln.config.targets import select_pairs
 from kiln.errors import UserError
+from kiln.image.artifacts import METADATA
 from kiln.image.packer import PackerVersion
+from kiln.image.render import render_options
 from kiln.paths import REPO_ROOT, Paths
 from kiln_node import spec as node_spec
 
@@ -94,14 +98,18 @@ def _config(tree: Paths, *sets: str) -> Config:
     return load_config(tree, sets=list(sets))
 
 
-def register_kiln_ami(aws: Aws, target: str = "ubuntu-24.04", name: str = "", region: str = REGION) -> str:
-    """An AMI tagged the way packer/sources/amazon-ebs tags the ones kiln bakes."""
+def register_kiln_ami(aws: Aws, target: str = "ubuntu-24.04", name: str = "", region: str = REGION,
+                      key: str = "") -> str:
+    """An AMI tagged the way packer/sources/amazon-ebs tags the ones kiln bakes (with `key`: the
+    way `invoke ami.build` renders it, kiln:key and the key's first 16 hex digits in the name)."""
     ec2 = aws.ec2(region)
-    ami = ec2.register_image(Name=name or f"kiln-{target}-0.1.0-20260101000000",
+    stamp = f"{key[:16]}-20260101000000" if key else "20260101000000"
+    ami = ec2.register_image(Name=name or f"kiln-{target}-0.1.0-{stamp}",
                              RootDeviceName="/dev/sda1")["ImageId"]
     ec2.create_tags(Resources=[ami], Tags=[
         {"Key": "kiln:version", "Value": "0.1.0"}, {"Key": "kiln:target", "Value": target},
-        {"Key": "kiln:git-revision", "Value": "0123456789abcdef"}, {"Key": "project", "Value": "kiln"}])
+        {"Key": "kiln:git-revision", "Value": "0123456789abcdef"}, {"Key": "project", "Value": "kiln"},
+        *([{"Key": images.KEY_TAG, "Value": key}] if key else [])])
     return ami
 
 
@@ -406,3 +414,181 @@ def test_cli_prune_is_a_dry_run_unless_yes(tree: Paths, aws: Aws, aws_env: dict[
     assert [i.id for i in images.list_images(aws, [REGION])] == [ids[2]]
     listing = ami(tree, aws_env, "ami.list")
     assert listing.returncode == 0 and ids[2] in listing.stdout and "ubuntu-24.04" in listing.stdout
+
+
+# -- ami.build: the key ---------------------------------------------------------------------------
+
+PAIR = "ubuntu-24.04-amazon-ebs"
+# What makes ubuntu-24.04 buildable as an AMI here (a Mesos package to install, Marathon pinned),
+# and a name filter that resolves among moto's own Canonical AMIs: the stand-in for the newest
+# Ubuntu AMI Packer would start from.
+BUILDABLE = (
+    "components.mesos.source=package_url",
+    "components.mesos.package_url=https://packages.example/mesos_1.11.1_amd64.deb",
+    f"components.mesos.package_sha256={'0' * 64}",
+    "components.marathon.sha256=" + "ab" * 32,
+    "targets.ubuntu-24.04.ami.name_filter=ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*",
+)
+NO_PACKER = "error: 'packer' is not installed or not on PATH"
+
+
+@pytest.fixture(scope="module")
+def no_packer_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """This PATH less Packer: a directory linking every other program on it (first one wins)."""
+    shim = tmp_path_factory.mktemp("path-without-packer")
+    seen = {"packer"}
+    for folder in os.environ["PATH"].split(os.pathsep):
+        if not os.path.isdir(folder):
+            continue
+        for entry in sorted(Path(folder).iterdir()):
+            if entry.name not in seen and entry.is_file() and os.access(entry, os.X_OK):
+                seen.add(entry.name)
+                (shim / entry.name).symlink_to(entry)
+    return str(shim)
+
+
+def build_args(*sets: str) -> list[str]:
+    return ["ami.build", "--target", "ubuntu-24.04", *(a for s in (*BUILDABLE, *sets) for a in ("--set", s))]
+
+
+@pytest.fixture
+def ami_key(tree: Paths, aws: Aws, no_packer_path: str, monkeypatch: pytest.MonkeyPatch) -> amikey.AmiKey:
+    """The key ami.build computes for BUILDABLE, computed here the same way (no Packer on PATH)."""
+    monkeypatch.setenv("PATH", no_packer_path)
+    config = _config(tree, *BUILDABLE)
+    (pair,) = select_pairs(config.data, ["ubuntu-24.04"], ["amazon-ebs"])
+    return pair_key(aws, config, pair, tree, render_options(config, tree))
+
+
+def key_printed(output: str) -> str:
+    (line,) = [ln for ln in output.splitlines() if ln.startswith(f"==> [{PAIR}] AMI key ")]
+    return line.split()[-1]
+
+
+def test_build_reuses_the_ami_with_its_key_and_runs_no_packer(
+        tree: Paths, aws: Aws, aws_env: dict[str, str], no_packer_path: str, ami_key: amikey.AmiKey) -> None:
+    (ubuntu,) = aws.ec2().describe_images(Owners=["099720109477"], Filters=amikey.source_filters(
+        {"name_filter": BUILDABLE[-1].split("=", 1)[1]}))["Images"]
+    assert ami_key.chain[0].inputs["id"] == ubuntu["ImageId"]  # the source AMI, resolved
+    other = register_kiln_ami(aws, key="f" * 64)  # a kiln AMI of the target with another key
+    image = register_kiln_ami(aws, key=ami_key.key)
+    # What the build that made it published here: its image manifest is kept, the rest replaced.
+    published = tree.artifacts / PAIR
+    published.mkdir(parents=True)
+    (published / AMI_RECORD).write_text(json.dumps({"amis": {REGION: image}, "key": ami_key.key}))
+    (published / "image-manifest.json").write_text(json.dumps({"components": {"mesos": "1.11.1"}}))
+    (published / "packer-manifest.json").write_text("{}")
+    result = ami(tree, {**aws_env, "PATH": no_packer_path}, *build_args())
+    assert result.returncode == 0, result.stderr
+    assert key_printed(result.stdout) == ami_key.key
+    assert f"up to date (AMI {image} has key {ami_key.key}): Packer does not run" in result.stdout
+    assert f"{PAIR}: {REGION} {image} (up to date, key {ami_key.short}" in result.stdout
+    assert other not in result.stdout
+    record = json.loads((tree.artifacts / PAIR / AMI_RECORD).read_text())
+    assert record["amis"] == {REGION: image} and record["key"] == ami_key.key
+    assert record["reused"] == {"region": REGION, "ami": image} and record["copied"] == {}
+    assert [link["name"] for link in record["key_chain"]] == ["source", "system", "payload", "ami"]
+    assert record["imds_support"] == "v2.0" and record["imds_support_set_by"] == "kiln"
+    metadata = json.loads((published / METADATA).read_text())
+    assert metadata["key"] == ami_key.key and metadata["components"] == {"mesos": "1.11.1"}
+    assert sorted(p.name for p in published.iterdir()) == [AMI_RECORD, "image-manifest.json", METADATA]
+    assert not (tree.rendered_packer / PAIR).exists()  # nothing rendered for Packer either
+
+
+def test_build_with_another_key_renders_it_and_runs_packer(
+        tree: Paths, aws: Aws, aws_env: dict[str, str], no_packer_path: str, ami_key: amikey.AmiKey) -> None:
+    register_kiln_ami(aws, key=ami_key.key)
+    result = ami(tree, {**aws_env, "PATH": no_packer_path},
+                 *build_args("components.haproxy.poll_seconds=9"))
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert NO_PACKER in result.stderr.splitlines() and "Traceback" not in result.stderr
+    new_key = key_printed(result.stdout)
+    assert new_key != ami_key.key and "up to date" not in result.stdout
+    # What Packer would have registered: the AMI tagged with the new key, which its name carries.
+    template = (tree.rendered_packer / PAIR / "kiln.pkr.hcl").read_text()
+    assert f'"kiln:key" = "{new_key}"' in template
+    assert f'ami_name        = "kiln-mesos-ubuntu-24.04-0.1.0-{new_key[:16]}-${{local.stamp}}"' in template
+    assert not (tree.artifacts / PAIR).exists()
+
+
+def test_build_copies_the_ami_where_the_key_is_missing_and_reuses_copies(
+        tree: Paths, aws: Aws, aws_env: dict[str, str], no_packer_path: str, ami_key: amikey.AmiKey) -> None:
+    home = register_kiln_ami(aws, key=ami_key.key)
+    theirs = register_kiln_ami(aws, key=ami_key.key, region="us-west-2")
+    regions = 'aws.extra_regions=["eu-west-1", "us-west-2"]'
+    first = ami(tree, {**aws_env, "PATH": no_packer_path}, *build_args(regions))
+    assert first.returncode == 0, first.stderr
+    assert f"us-west-2: {theirs} has the key too" in first.stdout
+    assert f"copy {home} to eu-west-1 ..." in first.stdout
+    record = json.loads((tree.artifacts / PAIR / AMI_RECORD).read_text())
+    copy = record["amis"]["eu-west-1"]
+    assert record["amis"] == {REGION: home, "us-west-2": theirs, "eu-west-1": copy}
+    assert record["copied"] == {"eu-west-1": copy}
+    (copied,) = aws.ec2("eu-west-1").describe_images(ImageIds=[copy])["Images"]
+    tags = {t["Key"]: t["Value"] for t in copied["Tags"]}
+    assert tags[images.KEY_TAG] == ami_key.key and tags["kiln:target"] == "ubuntu-24.04"
+    assert copied["Name"] == f"kiln-ubuntu-24.04-0.1.0-{ami_key.short}-20260101000000"
+    again = ami(tree, {**aws_env, "PATH": no_packer_path}, *build_args(regions))
+    assert again.returncode == 0, again.stderr
+    assert " copy " not in again.stdout
+    assert json.loads((tree.artifacts / PAIR / AMI_RECORD).read_text())["amis"] == record["amis"]
+    assert len(images.keyed_images(aws, ["eu-west-1"], ami_key.key)["eu-west-1"]) == 1
+
+
+def test_build_force_or_a_disabled_ami_with_the_key_bakes_anew(
+        tree: Paths, aws: Aws, aws_env: dict[str, str], no_packer_path: str, ami_key: amikey.AmiKey) -> None:
+    image = register_kiln_ami(aws, key=ami_key.key)
+    env = {**aws_env, "PATH": no_packer_path}
+    forced = ami(tree, env, *build_args(), "--force")
+    assert forced.returncode == 2 and NO_PACKER in forced.stderr.splitlines()
+    assert "--force: baking without looking" in forced.stdout and "up to date" not in forced.stdout
+    aws.ec2().disable_image(ImageId=image)
+    disabled = ami(tree, env, *build_args())
+    assert disabled.returncode == 2 and NO_PACKER in disabled.stderr.splitlines()
+    assert "up to date" not in disabled.stdout
+
+
+def test_build_refuses_while_an_ami_with_the_key_is_pending(
+        tree: Paths, aws: Aws, aws_env: dict[str, str], no_packer_path: str, ami_key: amikey.AmiKey) -> None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.ec2.models import ec2_backends
+
+    image = register_kiln_ami(aws, key=ami_key.key)
+    # EC2 registers an AMI as pending for minutes; moto's are available at once: the stand-in's
+    # own state says otherwise here (it runs in this process).
+    ec2_backends[DEFAULT_ACCOUNT_ID][REGION].amis[image].state = "pending"
+    result = ami(tree, {**aws_env, "PATH": no_packer_path}, *build_args())
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert (f"error: {PAIR}: an AMI with key {ami_key.short} is still on its way in {REGION} {image} "
+            "(pending): another build is registering or copying it") in result.stderr
+    assert "or pass --force" in result.stderr and "Traceback" not in result.stderr
+    assert "packages ..." not in result.stdout and not (tree.artifacts / PAIR).exists()
+
+
+@pytest.mark.skipif(shutil.which("packer") is None,
+                    reason="packer is not installed (scripts/setup installs it)")
+def test_the_template_with_the_key_passes_packer_validate(tree: Paths, ssh_key: Path) -> None:
+    from kiln.aws.bake import with_key
+    from kiln.checks import PASS
+    from kiln.image import packer
+    from kiln.image.render import RenderOptions, render_all
+    from kiln.image.validate import packer_checks
+
+    config = with_key(_config(tree), "ab" * 32)
+    version = packer.installed_version()
+    assert version is not None
+    options = RenderOptions(packer_version=version, git_revision="test", accelerator="tcg", ssh_key=ssh_key)
+    (item,) = render_all(config, select_pairs(config.data, ["ubuntu-24.04"], ["amazon-ebs"]), tree, options)
+    assert f'-{"ab" * 8}-${{local.stamp}}"' in item.files["kiln.pkr.hcl"]
+    (check,) = packer_checks([item], tree)
+    assert check.result == PASS, check.detail
+
+
+def test_build_help_says_how_keys_decide(tree: Paths, aws_env: dict[str, str]) -> None:
+    result = ami(tree, aws_env, "ami.build", "--help")
+    assert result.returncode == 0, result.stderr
+    text = " ".join(result.stdout.split())
+    assert "the tag kiln:key and, in its name, the key's first 16 hex digits" in text
+    assert "If the build region has one, Packer does not run" in text
+    assert "still pending" in text and "exit code 2" in text
+    assert "--force" in text and "Bake a new AMI even when one with this build's key exists" in text

@@ -161,6 +161,7 @@ def test_manifest_lists_components_with_the_installed_versions(baked: Baked) -> 
     components = m["components"]
     assert isinstance(components, dict)
     assert sorted(components) == sorted(c for c in COMPONENTS if c != "rancher")
+    assert set(m["enabled"]) - set(components) - set(m["not_baked"]) == set()  # none left silent
     for component, package in PACKAGE_OF.items():
         installed = baked.box.sh(f"dpkg-query -W -f='${{Version}}' {package}").stdout
         assert components[component]["version"] == installed, component
@@ -455,8 +456,12 @@ def test_mesos_on_a_supported_target_needs_a_pinned_key_fingerprint(baked: Baked
 def test_rancher_is_off_without_urls(baked: Baked) -> None:
     result = baked.runs[1].output["rancher"]
     assert result.returncode == 0
-    assert "rancher: no executor/scheduler URL configured; skipping (off by default)" in result.stdout
+    assert "kiln[rancher]: not baked: rancher (components.rancher.executor_url and scheduler_url are empty" \
+        in result.stdout
     assert not baked.box.path("etc/kiln/components.d/rancher.json").exists()
+    # enabled but off: the manifest says why, and that it was meant to be there
+    assert "rancher" in baked.manifest["enabled"]
+    assert baked.manifest["not_baked"]["rancher"].startswith("components.rancher.executor_url and")
     assert not list(baked.box.path("etc/systemd/system").glob("rancher-mesos-*"))
 
 

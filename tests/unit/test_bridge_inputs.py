@@ -448,6 +448,25 @@ def test_load_json_refuses_what_python_would_accept() -> None:
     assert load_json(b"[1" + b"0" * 29 + b", 1.5e300]") == [10 ** 29, 1.5e300]
 
 
+# --- a flood of bad tasks ---------------------------------------------------------------------------
+
+def test_a_flood_of_bad_tasks_logs_a_bounded_summary(tmp_path: Path) -> None:
+    """500 tasks with a bad host and one good one: the good one is routed, the first 20 bad ones are
+    named, then how many more were left out; not 500 lines (every poll would add the new ones)."""
+    tasks = [{"id": f"web.{i}", "host": f"10.0.0.{i % 250}\n", "ports": [31000]} for i in range(500)]
+    tasks.append({"id": "web.ok", "host": "10.0.0.1", "ports": [31001]})
+    path = tmp_path / "apps.json"
+    path.write_text(json.dumps({"apps": [{"id": "/web", "ports": [10001], "tasks": tasks}]}))
+    done = subprocess.run([sys.executable, "-m", "kiln_bridge", "render", "--from-file", str(path)],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert len(lines) == 21 and all(ln.startswith(PREFIX) for ln in lines)
+    assert lines[0].startswith(f"{PREFIX}dropped task web.0 (tasks[0]) of /web: host must be")
+    assert lines[-1] == f"{PREFIX}... and 480 more tasks left out (not logged one by one)"
+    assert "server 10.0.0.1:31001 10.0.0.1:31001 check" in done.stdout
+
+
 # --- Python 3.9, the oldest python3 on the images ---------------------------------------------------
 
 

@@ -209,6 +209,10 @@ CASES = [
     Case("prefix-newline", sets('cluster.network_prefix="10.141.141\\n"'),
          ("$.cluster.network_prefix: expected",)),
     Case("shape-newline", sets('cluster.default_shape="3m\\n"'), ("$.cluster.default_shape: expected '1'",)),
+    Case("shapes-item-newline", sets('cluster.shapes=["1", "3m\\n"]'),
+         ("$.cluster.shapes[1]: expected '1'",)),
+    Case("shapes-item-carriage-return", sets('cluster.shapes=["3m2a\\r"]'),
+         ("$.cluster.shapes[0]: expected",)),
     Case("region-newline", sets('aws.region="us-east-1\\n"'), ("$.aws.region: expected",)),
     Case("target-key-newline", target_copy("debian-13\n"),
          ("$.targets: expected a target name: a distro, '-' and its version, like debian-12, "

@@ -21,7 +21,15 @@ import pytest
 from kiln import doctor
 from kiln.paths import REPO_ROOT, Paths
 
-CALLS = {"which", "run", "capture", "Popen", "check_output", "check_call", "call", "argv"}
+CALLS = {"which", "run", "capture", "Popen", "check_output", "check_call", "call", "argv", "have"}
+# Where the host runs programs: the host package, the task file, the benchmarks.
+HOST_CODE = ("kiln", "tasks.py", "benchmarks")
+SHELLS = {"sh", "bash", "/bin/sh", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"}
+# Words before a command (keywords, exec) and builtins (the whole command runs no program).
+SHELL_PREFIXES = {"if", "then", "else", "elif", "while", "until", "do", "!", "{", "exec", "time", "command"}
+SHELL_BUILTINS = {"set", "shift", "cd", "export", "local", "read", "return", "exit", "trap", "eval", "fi",
+                  "done", "esac", "for", "case", "[", "[[", "test", "true", "false", ":", "echo", "printf",
+                  "wait", "break", "continue", "}", "unset", "in"}
 # Tools doctor names whose package scripts/setup cannot install from Debian's archive.
 NOT_FROM_APT = {"VBoxManage": "VirtualBox is not in Debian main; doctor says to get it from virtualbox.org"}
 INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
@@ -48,37 +56,136 @@ def _strings(node: ast.expr | None, constants: dict[str, ast.expr], loops: dict[
     return []
 
 
-def _loop_values(tree: ast.Module, constants: dict[str, ast.expr]) -> dict[str, list[str]]:
-    """Loop variables bound to literal program names: `for tool in ("ip", ...)`, and the keys of a
-    module-level dict iterated as `for name, package in TOOLS.items()`."""
+def _text(node: ast.expr | None, constants: dict[str, ast.expr]) -> str:
+    """The text of a string expression: a literal, a module constant, or an f-string's literal parts
+    (each placeholder becomes the word X)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in constants:
+        return _text(constants[node.id], constants)
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+    return ""
+
+
+def _literals(nodes: list[ast.expr | None]) -> list[str]:
+    return [n.value for n in nodes if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def _bound_values(target: ast.expr, source: ast.expr,
+                  constants: dict[str, ast.expr]) -> tuple[str, list[str]]:
+    """(name, program names) a loop binds: `for tool in ("ip", ...)`, and the keys of a module-level
+    dict iterated as `for name, package in TOOLS.items()`; ("", []) for any other loop."""
+    if isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name):
+        target = target.elts[0]
+    if not isinstance(target, ast.Name):
+        return "", []
+    if isinstance(source, ast.Call) and isinstance(source.func, ast.Attribute) \
+            and source.func.attr in ("items", "keys") and isinstance(source.func.value, ast.Name):
+        source = constants.get(source.func.value.id)  # type: ignore[assignment]
+    if isinstance(source, ast.Name):
+        source = constants.get(source.id)  # type: ignore[assignment]
+    if isinstance(source, ast.Dict):
+        return target.id, _literals(list(source.keys))
+    if isinstance(source, ast.Tuple | ast.List):
+        return target.id, _literals(list(source.elts))
+    return "", []
+
+
+def _loops_around(node: ast.AST, parents: dict[ast.AST, ast.AST],
+                  constants: dict[str, ast.expr]) -> dict[str, list[str]]:
+    """The loop variables in scope at `node`, innermost loop first (a name bound by two loops of one
+    module is resolved by the loop that encloses the call)."""
     loops: dict[str, list[str]] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.For | ast.comprehension):
-            target, source = node.target, node.iter
-            if isinstance(target, ast.Tuple) and target.elts and isinstance(target.elts[0], ast.Name):
-                target = target.elts[0]
-            if not isinstance(target, ast.Name):
-                continue
-            if isinstance(source, ast.Call) and isinstance(source.func, ast.Attribute) \
-                    and source.func.attr in ("items", "keys") and isinstance(source.func.value, ast.Name):
-                source = constants.get(source.func.value.id)  # type: ignore[assignment]
-            if isinstance(source, ast.Dict):
-                loops[target.id] = [k.value for k in source.keys
-                                    if isinstance(k, ast.Constant) and isinstance(k.value, str)]
-            elif isinstance(source, ast.Tuple | ast.List):
-                loops[target.id] = [e.value for e in source.elts
-                                    if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    here = parents.get(node)
+    while here is not None:
+        generators = [here] if isinstance(here, ast.For) else getattr(here, "generators", []) \
+            if isinstance(here, ast.ListComp | ast.SetComp | ast.DictComp | ast.GeneratorExp) else []
+        for gen in generators:
+            name, values = _bound_values(gen.target, gen.iter, constants)
+            if name and name not in loops:
+                loops[name] = values
+        here = parents.get(here)
     return loops
 
 
+def shell_programs(script: str) -> list[str]:
+    """The programs a shell script runs: the first word of each simple command (after keywords,
+    `exec`, and VAR=value assignments), builtins left out."""
+    found = []
+    for command in re.split(r"\n|;|&&|\|\||\||\$\(|`|\bthen\b|\bdo\b|\belse\b", script):
+        words = command.split()
+        while words and (words[0] in SHELL_PREFIXES or re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", words[0])):
+            words = words[1:]
+        if words and words[0] in SHELL_BUILTINS:
+            continue
+        if words and not words[0].startswith(("#", "$", '"', "'", "-")) \
+                and re.fullmatch(r"[\w./+-]+", words[0]):
+            found.append(words[0].rsplit("/", 1)[-1])
+    return found
+
+
+def _host_shell_scripts(node: ast.List | ast.Tuple, constants: dict[str, ast.expr]) -> list[tuple[str, str]]:
+    """Scripts an argv literal runs with the host's shell: [..., "sh", "-c", SCRIPT, ...]; not those run
+    inside another root (an argv that chroots first)."""
+    words = [_text(e, constants) if not isinstance(e, ast.Subscript) else _subscript(e) for e in node.elts]
+    scripts = []
+    for i, word in enumerate(words):
+        if word in SHELLS and "chroot" not in words[:i]:
+            rest = words[i + 1:]
+            if "-c" in rest[:3]:
+                at = i + 1 + rest.index("-c") + 1
+                if at < len(node.elts):
+                    scripts.append((word, _text(node.elts[at], constants)))
+    return scripts
+
+
+def _subscript(node: ast.Subscript) -> str:
+    """tools["chroot"] names the program chroot."""
+    key = node.slice
+    return key.value if isinstance(key, ast.Constant) and isinstance(key.value, str) else ""
+
+
+def _host_files() -> list[Path]:
+    files: list[Path] = []
+    for name in HOST_CODE:
+        path = REPO_ROOT / name
+        files += [path] if path.is_file() else sorted(path.rglob("*.py"))
+    return files
+
+
 def programs_in_code() -> dict[str, set[str]]:
-    """{program: {where it is called}} over every module of the host package."""
+    """{program: {where it is called}} over the host's code: every call that runs or looks up a
+    program, argv defaults (`unshare: str = "unshare"`), argv-building functions' literal returns,
+    the host's program for each shell it starts, and the programs of the scripts that shell runs."""
     found: dict[str, set[str]] = {}
-    for path in sorted((REPO_ROOT / "kiln").rglob("*.py")):
+
+    def add(program: str, path: Path, line: int) -> None:
+        found.setdefault(program.rsplit("/", 1)[-1], set()).add(f"{path.relative_to(REPO_ROOT)}:{line}")
+
+    for path in _host_files():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         constants = _constants(tree)
-        loops = _loop_values(tree, constants)
+        parents = {child: parent for parent in ast.walk(tree) for child in ast.iter_child_nodes(parent)}
         for node in ast.walk(tree):
+            loops = _loops_around(node, parents, constants)
+            if isinstance(node, ast.FunctionDef):
+                # def argv(..., unshare: str = "unshare"): the default is the program run
+                named = [*node.args.args, *node.args.kwonlyargs]
+                defaults = [*([None] * (len(node.args.args) - len(node.args.defaults))), *node.args.defaults,
+                            *node.args.kw_defaults]
+                for arg, default in zip(named, defaults, strict=True):
+                    if isinstance(default, ast.Constant) and default.value == arg.arg:
+                        add(arg.arg, path, node.lineno)
+                if node.name.endswith("argv"):  # def libvirtd_argv(): return ["libvirtd"]
+                    for ret in ast.walk(node):
+                        if isinstance(ret, ast.Return) and isinstance(ret.value, ast.List) and ret.value.elts:
+                            for program in _strings(ret.value.elts[0], constants, loops):
+                                add(program, path, ret.lineno)
+            if isinstance(node, ast.List | ast.Tuple):
+                for shell, script in _host_shell_scripts(node, constants):
+                    for program in [shell, *shell_programs(script)]:
+                        add(program, path, node.lineno)
             if not (isinstance(node, ast.Call) and node.args):
                 continue
             name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
@@ -89,10 +196,10 @@ def programs_in_code() -> dict[str, set[str]]:
                 continue  # a method of a fresh object (Program(...).run(argv)): not a program call
             if isinstance(first, ast.List | ast.Tuple):
                 first = first.elts[0] if first.elts else None  # type: ignore[assignment]
-            elif name != "which":
+            elif name not in ("which", "have"):
                 continue  # run(argv) with a variable: its program is found where argv is built
             for program in _strings(first, constants, loops):
-                found.setdefault(program, set()).add(f"{path.relative_to(REPO_ROOT)}:{node.lineno}")
+                add(program, path, node.lineno)
     return found
 
 
@@ -110,6 +217,38 @@ def test_the_derivation_finds_the_tools_kiln_is_known_to_run() -> None:
     assert {"mkfs.ext4", "sfdisk", "losetup", "extlinux"} <= set(found)  # kiln/image/base.py TOOLS
     assert "qemu-system-x86_64" in found  # kiln/image/accel.py QEMU constant
     assert {"virtlogd", "dnsmasq"} <= set(found)  # kiln/vagrant/netns.py: for tool in (...)
+
+
+def test_the_derivation_reads_host_shell_scripts_and_argv_defaults() -> None:
+    """Programs that only a shell script the host runs names (the package sandbox's mount script,
+    netns's libvirtd wrapper), the shell itself, and argv defaults (sandbox.argv's unshare)."""
+    found = programs_in_code()
+    assert {"sh", "mkdir", "chroot", "mount", "unshare"} <= set(found)
+    assert any(site.startswith("kiln/packages/sandbox.py") for site in found["mkdir"])
+    assert any(site.startswith("kiln/vagrant/netns.py") for site in found["mount"])
+    script = 'set -eu\nroot=$1; shift 3\nwhile [ "$1" != -- ]; do mkdir -p "$x"; done\nexec chroot "$root"'
+    assert shell_programs(script) == ["mkdir", "chroot"]
+    assert shell_programs("X=1 ip link set lo up && exec libvirtd | tee log") == ["ip", "libvirtd", "tee"]
+
+
+# Where a program is called says which goal needs it (kiln/image: building, ...); code that serves
+# every goal (keys, ssh, the runner, doctor, nightly, tasks.py, benchmarks) is not mapped.
+GOAL_OF = {"kiln/image/": "build", "kiln/packages/": "build", "kiln/vagrant/": "vagrant", "kiln/aws/": "aws",
+           "kiln/tasks/app.py": "vagrant"}  # app.py runs virsh for `invoke clean --boxes`
+OPTIONAL = {"VBoxManage"}  # goal 'vagrant-vbox': VirtualBox is optional (libvirt works too)
+
+
+def test_each_program_is_checked_for_the_goals_whose_code_runs_it() -> None:
+    wrong = {}
+    for program, sites in programs_in_code().items():
+        tool = doctor.BY_PROGRAM.get(program)
+        if tool is None or program in OPTIONAL:
+            continue
+        for site in sites:
+            goal = next((g for prefix, g in GOAL_OF.items() if site.startswith(prefix)), None)
+            if goal is not None and goal not in tool.goals:
+                wrong.setdefault(program, set()).add(f"{site} needs it for '{goal}'")
+    assert wrong == {}, "doctor does not check these for the goal that runs them"
 
 
 def test_every_program_kiln_runs_is_in_doctors_table_and_installed_by_setup() -> None:

@@ -456,3 +456,23 @@ def test_refusals_are_the_same_on_python_3_9(tmp_path: Path, make_env: Callable[
     """Images run kiln-node on their own python3, 3.9 on the oldest."""
     python, env = _python39()
     check_refusal(case, make_env(tmp_path), python, env)
+
+
+# -- a flood of problems ---------------------------------------------------------------------------
+
+def test_a_flood_of_spec_problems_prints_a_bounded_summary(tmp_path: Path,
+                                                           make_env: Callable[[Path], Env]) -> None:
+    """A generated spec gone wrong (20000 unknown keys): the first 20 problems and the count, not
+    20000 lines on the console; nothing written."""
+    env = make_env(tmp_path)
+    env.write_spec({**standalone(), **{f"junk_{i:05d}": i for i in range(20_000)}})
+    before, system_before = tree(env.tmp), system_state()
+    result = run_node(sys.executable, env.apply())
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 21 and len(result.stderr) < 5_000, result.stderr[:2000]
+    assert lines[0] == (f"kiln-node: error: {env.spec}: $.junk_00000: unknown key "
+                        "(allowed: cluster, ip, masters, name, node_id, options, role)")
+    assert lines[-1] == (f"kiln-node: {env.spec}: 20000 problems in the node spec (20 shown, 19980 more "
+                         "not); nothing written")
+    assert tree(env.tmp) == before and system_state() == system_before

@@ -3,7 +3,16 @@
 from __future__ import annotations
 
 import pytest
-from report_samples import GIB, all_passing_run, clone, not_run_entry, sample_run
+from report_samples import (
+    GIB,
+    HAPROXY,
+    MESOS_CHECK,
+    ZOOKEEPER,
+    all_passing_run,
+    clone,
+    not_run_entry,
+    sample_run,
+)
 
 from kiln.report.diff import (
     ABSENT,
@@ -54,7 +63,7 @@ def test_still_failing_is_not_news() -> None:
 def test_a_skipped_check_that_now_fails_is_a_new_failure() -> None:
     previous = all_passing_run()
     current = clone(previous)
-    mesos = "test_mesos.py::test_master_answers"
+    mesos = MESOS_CHECK
     current.entries[0].checks = [Check(c.id, "fail", c.host, "boom") if c.id == mesos else c
                                  for c in current.entries[0].checks]
     assert [(c.entry, c.check, c.before) for c in diff_runs(previous, current).new_failures] == [
@@ -64,13 +73,13 @@ def test_a_skipped_check_that_now_fails_is_a_new_failure() -> None:
 def test_version_bump_added_and_removed_components() -> None:
     previous = all_passing_run()
     current = clone(previous)
-    current.entries[0].components["zookeeper"] = "3.8.5-1"
+    current.entries[0].components["zookeeper"] = "3.8.0-11+deb12u3"
     current.entries[0].components["rancher"] = "0.1"
     del current.entries[0].components["haproxy"]
     assert diff_runs(previous, current).versions == [
-        VersionChange(DEBIAN, "haproxy", "2.6.12-1", ""),
+        VersionChange(DEBIAN, "haproxy", HAPROXY, ""),
         VersionChange(DEBIAN, "rancher", "", "0.1"),
-        VersionChange(DEBIAN, "zookeeper", "3.8.4-1", "3.8.5-1"),
+        VersionChange(DEBIAN, "zookeeper", ZOOKEEPER, "3.8.0-11+deb12u3"),
     ]
 
 

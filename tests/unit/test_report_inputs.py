@@ -230,3 +230,20 @@ def test_a_report_file_in_the_way_stops_before_anything_is_written(tmp_path: Pat
     assert result.stderr.splitlines()[0] == (
         f"error: {in_the_way} is in the way: not a regular file, where a report is written")
     assert tree(tmp_path) == before
+
+
+def test_a_flood_of_report_problems_prints_a_bounded_summary(tmp_path: Path) -> None:
+    """5000 malformed entries: the first 20 problems and how many more, not 5000 lines."""
+    env = make_env(tmp_path)
+    data = run_to_dict(sample_run())
+    data["entries"] = [{"name": i} for i in range(5000)]
+    env.given.write_text(json.dumps(data))
+    before = tree(tmp_path)
+    result = run_report(["--from", str(env.given), "--report-dir", str(env.out)])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"error: {env.given} is not a valid kiln nightly report: "
+    assert len(lines) == 1 + 20 + 1 + 1 and len(result.stderr) < 10_000, result.stderr[:3000]
+    assert lines[-2].startswith("  ... and ") and lines[-2].endswith(" more")
+    assert lines[-1].startswith("  fix: ")
+    assert tree(tmp_path) == before and not env.out.exists()

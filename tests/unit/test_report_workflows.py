@@ -84,10 +84,14 @@ def test_nightly_is_scheduled_enables_kvm_and_uploads_the_report() -> None:
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["if"] == "always()"
     assert {"build/reports/", "build/artifacts/*/kiln-metadata.json"} <= set(upload["with"]["path"].split())
-    restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore@"))
-    save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save@"))
-    assert restore["with"]["path"] == save["with"]["path"] == "build/reports/nightly.json"
-    assert save["if"] == "always()" and steps.index(restore) < night < steps.index(save)
+    for path in ("build/reports/nightly.json", "/var/cache/kiln/packages"):  # last report, compiled packages
+        restore = next(s for s in steps if s.get("uses", "").startswith("actions/cache/restore@")
+                       and path in s["with"]["path"].split())
+        save = next(s for s in steps if s.get("uses", "").startswith("actions/cache/save@")
+                    and path in s["with"]["path"].split())
+        assert restore["with"]["path"] == save["with"]["path"]
+        assert save["if"] == "always()" and steps.index(restore) < night < steps.index(save)
+    assert steps[night]["env"]["KILN_CACHE_DIR"] == "/var/cache/kiln"
 
 
 def test_ami_job_runs_only_with_credentials_and_always_tears_down() -> None:

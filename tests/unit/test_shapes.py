@@ -38,7 +38,9 @@ def test_parse_shape(text: str, masters: int, agents: int, standalone: bool, nam
 
 
 @pytest.mark.parametrize("text", ["", "0m", "3x", "2m-1a", "m", "3", "3m2", "a3m", " 3m", "3M2A", "01m", "2a",
-                                  "0", "1m1a1", "100m"])
+                                  "0", "1m1a1", "100m",
+                                  # `$` matches before a final newline in Python: the pattern is full-match
+                                  "3m\n", "3m2a\n", "1\n", "3m\r", "3m\x00", "3m\u2028"])
 def test_parse_shape_rejects(text: str) -> None:
     with pytest.raises(ValueError) as info:
         parse_shape(text)

@@ -190,7 +190,7 @@ def test_identity_comes_from_the_seed_in_virtualbox_formats() -> None:
     one, two = ovf.identity("image-1"), ovf.identity("image-2")
     assert one != two
     for ident in (one, two):
-        assert ovf.MAC_RE.match(ident.mac)
+        assert ovf.MAC_RE.fullmatch(ident.mac)
         assert str(uuid.UUID(ident.disk_uuid)) == ident.disk_uuid
         assert ident.disk_uuid != ident.machine_uuid
     assert ovf.mac_colons("080027AABBCC") == "08:00:27:aa:bb:cc"
