@@ -219,7 +219,7 @@ def _cluster(steps: Steps, target: str, shape: str) -> Entry:
 
 
 @contextmanager
-def _cluster_network(paths: Paths, accel: str) -> Iterator[tuple[list[str], str]]:
+def _cluster_network(paths: Paths, accel: str, config: Config) -> Iterator[tuple[list[str], str]]:
     """Where the cluster's VMs live: the system libvirtd when one runs; otherwise (a CI host)
     a private network namespace with kiln's own libvirtd. Yields (command prefix, note)."""
     from kiln.image import accel as accel_mod
@@ -230,7 +230,7 @@ def _cluster_network(paths: Paths, accel: str) -> Iterator[tuple[list[str], str]
         return
     kvm = accel_mod.resolve(accel, paths.cache).accel == "kvm"
     with netns.libvirt_namespace(f"kiln-nightly-{os.getpid()}", paths.logs / "nightly" / "libvirt",
-                                 kvm=kvm) as ns:
+                                 kvm=kvm, networks=netns.guard_networks(config.data)) as ns:
         try:
             yield ns.argv([]), f"private network namespace {ns.name}"
         finally:
@@ -270,8 +270,8 @@ def run_nightly(config: Config, paths: Paths, targets: Sequence[str], report_dir
                                                 shape=options.cluster_shape,
                                                 not_run="no qemu image was built"))
                 else:
-                    with _cluster_network(paths, options.accel or config["build"]["accelerator"]
-                                          ) as (wrap, where):
+                    with _cluster_network(paths, options.accel or config["build"]["accelerator"],
+                                          config) as (wrap, where):
                         say(f"==> cluster {options.cluster_shape} of {built[0].target} on {where}")
                         cluster_steps = Steps(paths, options, env, wrap)
                         report.entries.append(_cluster(cluster_steps, built[0].target,

@@ -328,8 +328,13 @@ _kiln_policy_rc_off() {
 
 _kiln_wait_for_cloud_init() {
   if [[ -z "${_KILN_CLOUD_INIT_DONE:-}" ]] && command -v cloud-init >/dev/null && kiln_systemd_live; then
-    # First boot of a cloud image: cloud-init may still be running apt.
-    cloud-init status --wait >/dev/null 2>&1 || true
+    # First boot of a cloud image: cloud-init may still be running apt. Bounded: a cloud-init
+    # that never settles must not hang the bake (apt's own lock waits take over from here).
+    local rc=0
+    timeout 900 cloud-init status --wait >/dev/null 2>&1 || rc=$?
+    if [[ "$rc" == 124 ]]; then
+      kiln_warn "cloud-init was still running after 15 minutes; going on without it"
+    fi
   fi
   _KILN_CLOUD_INIT_DONE=1
 }

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlparse
+
+import requests
 
 from kiln.errors import UserError
 from kiln.fileutil import write_atomic
@@ -34,13 +34,22 @@ def checksum_from_listing(listing: str, filename: str) -> str | None:
     return None
 
 
+MAX_LISTING = 16 * 2**20  # a checksum listing; anything bigger is not one
+
+
 def fetch(url: str, timeout: float = 30.0) -> str:
+    """A checksum listing's text; any failure (network, HTTP status, size) is one UserError."""
+    hint = "run `invoke pin` on a machine that reaches the image mirror"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.read().decode("utf-8", errors="replace")
-    except (urllib.error.URLError, TimeoutError, OSError) as exc:
-        raise UserError(f"cannot fetch {url}: {exc}",
-                        "run `invoke pin` on a machine that reaches the image mirror") from exc
+        with requests.get(url, timeout=timeout, stream=True) as resp:
+            resp.raise_for_status()
+            body = resp.raw.read(MAX_LISTING + 1, decode_content=True)
+    except requests.RequestException as exc:
+        raise UserError(f"cannot fetch {url}: {exc}", hint) from None
+    if len(body) > MAX_LISTING:
+        raise UserError(f"{url} is larger than {MAX_LISTING // 2**20} MiB: not a checksum listing",
+                        "check targets.<name>.image.checksum_url")
+    return body.decode("utf-8", errors="replace")
 
 
 def pin_targets(config_file: Path, targets: Sequence[str] = ()) -> dict[str, tuple[str, str]]:

@@ -304,6 +304,11 @@ def _variables(config: Config, pair: Pair, paths: Paths, options: RenderOptions,
     return [{"name": n, "type": t, "description": d, "default": v} for n, t, d, v in variables]
 
 
+# The bound of one bake step inside Packer (a component's bake.sh, packages.sh): Packer stops a
+# step that hangs and fails the layer, naming the step; the whole Packer run has its own bound.
+STEP_TIMEOUT = "2h"
+
+
 def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions) -> RenderedPair:
     """The pair's Packer templates, one per layer (qemu: system and payload; AMIs: one), with
     kiln.env and catalog.json. A virtualbox pair has none: its box is made from the qemu image."""
@@ -343,6 +348,7 @@ def render_pair(config: Config, pair: Pair, paths: Paths, options: RenderOptions
             *({"source": str(p.path), "destination": f"/tmp/kiln/{p.upload}"} for p in options.packages),
         ],
         "verify": _verify(options, pair, components, paths),
+        "step_timeout": STEP_TIMEOUT,
         "ami_tags": _ami_tags(config, pair),
     }
     template = _environment(paths).get_template("kiln.pkr.hcl.j2")

@@ -274,9 +274,12 @@ def ensure(config: Mapping[str, Any], paths: Paths, name: str, target: str, *, f
     fam = rec.family(family)
     cache = paths.cache
     log = paths.logs / f"package-{name}-{target}.log"
-    root = buildroot.ensure(target, target_cfg, list(fam["build_depends"]), cache, log=log, say=say)
+    # Packages are made for a distribution release, not a target name: two targets of the same
+    # release (debian-12 and a variant of it) share the build root, the compiled tree and the package.
+    platform = platform_of(config, target)
+    root = buildroot.ensure(platform, target_cfg, list(fam["build_depends"]), cache, log=log, say=say)
     if settings.get("tree") == "prebuilt":
-        tree = recipes.prebuilt(rec, paths.root, target)
+        tree = recipes.prebuilt(rec, paths.root, platform)
         tree = prebuilt_tree(tree.path, tree.sha256, tree.prefix)
     elif settings.get("tree"):
         tree_path = Path(settings["tree"])
@@ -286,11 +289,19 @@ def ensure(config: Mapping[str, Any], paths: Paths, name: str, target: str, *, f
     else:
         source = recipes.find_source(rec, paths.root, str(settings.get("source", "")),
                                      str(settings.get("source_sha256", "")))
-        path = compile_tree(rec, source, root, target, cache, jobs=jobs or int(settings.get("jobs", 2)),
+        path = compile_tree(rec, source, root, platform, cache, jobs=jobs or int(settings.get("jobs", 2)),
                             log=log, say=say, force=force, build=build)
         compiled = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
         tree = Tree(path, compiled["compile_key"], _prefix(rec), "compiled")
-    return make_package(rec, tree, root, target, family, cache, log=log, say=say, force=force, build=build)
+    return make_package(rec, tree, root, platform, family, cache, log=log, say=say, force=force, build=build)
+
+
+def platform_of(config: Mapping[str, Any], target: str) -> str:
+    """The distribution release a target's packages are built for: "<distro>-<release>" (debian-12)."""
+    from kiln.config.targets import load_targets
+
+    facts = load_targets(config)[target]
+    return f"{facts.distro}-{facts.release}"
 
 
 def _prefix(rec: recipes.Recipe) -> str:

@@ -242,41 +242,49 @@ def status(paths: Paths, name: str | None) -> tuple[Cluster, list[MachineState],
 
 
 def write_ssh_config(cluster: Cluster, only: Sequence[str] | None = None) -> Path:
-    """One Host block per machine, from one `vagrant ssh-config` call, with a shared master
-    connection per host so testinfra's many commands stay cheap."""
+    """One Host block per machine, from one `vagrant ssh-config` call (bounded), each block read by
+    python-vagrant, with a shared master connection per host so testinfra's many commands stay cheap."""
     names = list(only) if only is not None else [m["name"] for m in cluster.machines]
     result = run([which("vagrant", VAGRANT_HINT), "ssh-config", *names], step="vagrant ssh-config",
                  cwd=cluster.directory, env=vagrant_env(), quiet=True, timeout=300)
-    blocks = parse_ssh_config(result.output)
+    blocks = parse_ssh_config(result.output, cluster.directory)
     hosts = []
     for name in names:
         fields = blocks.get(name)
         if fields is None:
             raise KilnError(f"vagrant ssh-config gave no Host block for {name} in {cluster.directory}")
-        hosts.append(sshconfig.SshHost(name, fields["hostname"], int(fields.get("port", "22")),
-                                       fields["user"], Path(fields["identityfile"].strip('"'))))
+        hosts.append(sshconfig.SshHost(name, fields["HostName"], int(fields.get("Port", "22")),
+                                       fields["User"], Path(fields["IdentityFile"])))
     return sshconfig.write(cluster.ssh_config, hosts, control_dir=cluster.directory / ".ssh-control",
                            persist="120s")
 
 
-def parse_ssh_config(text: str) -> dict[str, dict[str, str]]:
-    """Host alias -> its lower-cased keys and values (the first value of each key wins)."""
-    blocks: dict[str, dict[str, str]] = {}
-    current: dict[str, str] | None = None
+def parse_ssh_config(text: str, directory: Path | None = None) -> dict[str, dict[str, str]]:
+    """Host alias -> its settings as python-vagrant's conf() reads them (HostName, User, Port,
+    IdentityFile without quotes), from the output of `vagrant ssh-config` for several machines:
+    split into one Host block per machine, since conf() reads one block."""
+    import vagrant as python_vagrant
+
+    reader = python_vagrant.Vagrant(str(directory or Path.cwd()), quiet_stdout=True, quiet_stderr=True)
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
     for line in text.splitlines():
-        parts = line.strip().split(None, 1)
-        if len(parts) != 2:
-            continue
-        key, value = parts[0].lower(), parts[1].strip()
-        if key == "host":
-            current = blocks.setdefault(value, {})
-        elif current is not None:
-            current.setdefault(key, value)
-    for alias, fields in blocks.items():
-        missing = [k for k in ("hostname", "user", "identityfile") if k not in fields]
+        words = line.split(None, 1)
+        if len(words) == 2 and words[0] == "Host":
+            current = blocks.setdefault(words[1].strip(), [])
+        if current is not None:
+            current.append(line)
+    parsed: dict[str, dict[str, str]] = {}
+    for alias, lines in blocks.items():
+        try:
+            fields = dict(reader.conf(ssh_config="\n".join(lines), vm_name=alias))
+        except ValueError as exc:  # a line that is not "key value"
+            raise KilnError(f"vagrant ssh-config gave an unreadable block for {alias}: {exc}") from None
+        missing = [k for k in ("HostName", "User", "IdentityFile") if k not in fields]
         if missing:
             raise KilnError(f"vagrant ssh-config gave no {', '.join(missing)} for {alias}")
-    return blocks
+        parsed[alias] = fields
+    return parsed
 
 
 def down(paths: Paths, name: str | None, destroy: bool) -> Cluster:

@@ -185,8 +185,8 @@ def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box
         # One master connection for all of testinfra's commands, as kiln's own configs have.
         (fields,) = parse_ssh_config(got.stdout).values()
         ssh_config = sshconfig.write(tmp_path / "ssh_config", [sshconfig.SshHost(
-            config["vm_name"], fields["hostname"], int(fields["port"]), fields["user"],
-            Path(fields["identityfile"].strip('"')))], control_dir=tmp_path / "control")
+            config["vm_name"], fields["HostName"], int(fields["Port"]), fields["User"],
+            Path(fields["IdentityFile"]))], control_dir=tmp_path / "control")
         # The standalone suites, as `invoke test` runs them on a booted image.
         argv, suite_env = pytest_command(Paths(REPO_ROOT), ssh_config=ssh_config, hosts=[config["vm_name"]],
                                          phase="boot",

@@ -37,12 +37,14 @@ Host m2
 def test_every_host_block_of_vagrant_ssh_config_is_read() -> None:
     blocks = cluster.parse_ssh_config(SSH_CONFIG)
     assert sorted(blocks) == ["m1", "m2"]
-    assert blocks["m1"]["hostname"] == "192.168.121.17" and blocks["m1"]["user"] == "kiln"
-    assert blocks["m2"]["identityfile"].strip('"') == "/work/main/build/keys/kiln_ed25519"
+    assert blocks["m1"]["HostName"] == "192.168.121.17" and blocks["m1"]["User"] == "kiln"
+    assert blocks["m1"]["Port"] == "22"
+    # python-vagrant's reader takes the quotes off
+    assert blocks["m2"]["IdentityFile"] == "/work/main/build/keys/kiln_ed25519"
 
 
 def test_a_block_without_an_address_is_an_error() -> None:
-    with pytest.raises(KilnError, match="no hostname for m3"):
+    with pytest.raises(KilnError, match="no HostName for m3"):
         cluster.parse_ssh_config("Host m3\n  User kiln\n  IdentityFile /k\n")
 
 
@@ -67,3 +69,8 @@ def test_the_only_cluster_with_machines_is_the_default(tree: Paths) -> None:
     assert cluster.load(tree, "kiln-3m2a").name == "kiln-3m2a"
     with pytest.raises(UserError, match="no cluster 'lab'"):
         cluster.load(tree, "lab")
+
+
+def test_a_block_with_a_line_that_is_not_key_value_is_an_error() -> None:
+    with pytest.raises(KilnError, match="unreadable block for m4"):
+        cluster.parse_ssh_config("Host m4\n  HostName 10.0.0.4\n  User kiln\n  IdentityFile /k\n  Oops\n")

@@ -109,3 +109,15 @@ def test_the_sandbox_isolates_network_pid_and_mounts() -> None:
     assert "--net" not in sandbox.argv(Path("/r"), ["make"], network=True)
     with pytest.raises(ValueError):
         sandbox.argv(Path("/r"), ["x"], binds=[sandbox.Bind(Path("/a"), "../etc")])
+
+
+def test_targets_of_one_release_share_their_packages() -> None:
+    """Packages are keyed by distribution release, not target name: a second target made from
+    debian-12's entry builds (and finds) the same package as debian-12."""
+    from kiln.config.load import load_config
+    from kiln.paths import Paths
+
+    config = load_config(Paths(REPO_ROOT)).data
+    config["targets"]["debian-12.9"] = dict(config["targets"]["debian-12"])
+    assert build.platform_of(config, "debian-12.9") == build.platform_of(config, "debian-12") == "debian-12"
+    assert build.platform_of(config, "amazonlinux-2023") == "amzn-2023"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,3 +59,19 @@ def test_pin_errors_leave_the_config_alone(tmp_path: Path, mirror: str) -> None:
     with pytest.raises(UserError, match="has no downloadable image"):
         pin_targets(config, ["nope"])
     assert config.read_text() == original
+
+
+def test_a_missing_listing_or_a_refused_connection_is_one_error(tmp_path: Path, mirror: str) -> None:
+    config = tmp_path / "config.json"
+    original = json.dumps({"targets": {"t-1": {"image": {
+        "url": f"{mirror}/a.img", "checksum_url": f"{mirror}/NO-SUCH-FILE", "sha256": ""}}}})
+    config.write_text(original)
+    with pytest.raises(UserError, match=r"cannot fetch .*NO-SUCH-FILE: 404"):
+        pin_targets(config)
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config.write_text(original.replace(mirror, f"http://127.0.0.1:{port}"))
+    with pytest.raises(UserError, match=r"cannot fetch http://127\.0\.0\.1"):
+        pin_targets(config)
+    assert "sha256\": \"\"" in config.read_text()
