@@ -278,10 +278,17 @@ record_component_off() {
 _KILN_APT_STAMP=/var/lib/apt/kiln-update.stamp
 _KILN_POLICY_RC=/usr/sbin/policy-rc.d
 # kiln's package cache, when the build has one (KILN_APT_PROXY): given to each apt command,
-# never written into the image's apt configuration.
+# never written into the image's apt configuration. It serves the hosts of the distribution's
+# sources (KILN_APT_PROXY_HOSTS) only; other repositories (AVENTER's, say) are reached directly.
 _KILN_APT_PROXY_OPTS=()
 if [[ -n "${KILN_APT_PROXY:-}" ]]; then
-  _KILN_APT_PROXY_OPTS=(-o "Acquire::http::Proxy=$KILN_APT_PROXY")
+  if [[ -n "${KILN_APT_PROXY_HOSTS:-}" ]]; then
+    for _kiln_host in $KILN_APT_PROXY_HOSTS; do
+      _KILN_APT_PROXY_OPTS+=(-o "Acquire::http::Proxy::$_kiln_host=$KILN_APT_PROXY")
+    done
+  else
+    _KILN_APT_PROXY_OPTS=(-o "Acquire::http::Proxy=$KILN_APT_PROXY")
+  fi
 fi
 _KILN_APT_OPTS=(-y -q -o Dpkg::Use-Pty=0 -o DPkg::Lock::Timeout=600
   -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${_KILN_APT_PROXY_OPTS[@]}")

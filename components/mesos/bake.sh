@@ -61,12 +61,17 @@ else
   fi
   kiln_need KILN_MESOS_PACKAGE components.mesos.package
   kiln_need KILN_MESOS_APT_REPO components.mesos.apt_repo
+  # {Distro} and {codename} in apt_repo become this target's (Debian/bookworm, Ubuntu/noble, ...):
+  # AVENTER keeps one repository per release at rpm.aventer.biz/<Distro>/<codename>.
+  distro_dir=${KILN_DISTRO^}
+  apt_repo=${KILN_MESOS_APT_REPO//\{Distro\}/$distro_dir}
+  apt_repo=${apt_repo//\{codename\}/$KILN_CODENAME}
   kiln_need KILN_MESOS_KEY_URL components.mesos.key_url
   kiln_fingerprint "${KILN_MESOS_KEY_FINGERPRINT:-}" components.mesos.key_fingerprint
   fingerprint=$KILN_FINGERPRINT
-  keyring=$(sed -n 's/.*signed-by=\([^] ]*\).*/\1/p' <<<"$KILN_MESOS_APT_REPO")
+  keyring=$(sed -n 's/.*signed-by=\([^] ]*\).*/\1/p' <<<"$apt_repo")
   if [[ -z "$keyring" ]]; then
-    kiln_die "components.mesos.apt_repo must name its key file, e.g. 'deb [signed-by=/etc/apt/keyrings/aventer.asc] http://rpm.aventer.biz/Ubuntu/noble noble main'"
+    kiln_die "components.mesos.apt_repo must name its key file, e.g. 'deb [signed-by=/etc/apt/keyrings/aventer.asc] http://rpm.aventer.biz/{Distro}/{codename} {codename} main'"
   fi
 fi
 
@@ -86,7 +91,7 @@ if [[ "$mode" == repository ]]; then
     install -d -m 0755 "$(dirname "$keyring")"
     write_file_if_changed "$keyring" 0644 <"$tmp/key.asc"
   fi
-  printf '%s\n' "# kiln: Apache Mesos packages (components.mesos.apt_repo)" "$KILN_MESOS_APT_REPO" |
+  printf '%s\n' "# kiln: Apache Mesos packages (components.mesos.apt_repo)" "$apt_repo" |
     write_file_if_changed /etc/apt/sources.list.d/kiln-mesos.list 0644
   package=$KILN_MESOS_PACKAGE
   pkg_install "$package"
@@ -138,7 +143,7 @@ fi
 
 version=$(pkg_version "$package")
 if [[ "$mode" == repository ]]; then
-  extra=$(kiln_json source=aventer package="$package" apt_repo="$KILN_MESOS_APT_REPO" key_fingerprint="$fingerprint")
+  extra=$(kiln_json source=aventer package="$package" apt_repo="$apt_repo" key_fingerprint="$fingerprint")
 else
   extra=$(kiln_json source="$source" package="$package" package_url="$package_url" sha256="$KILN_MESOS_PACKAGE_SHA256" \
     built_by="${KILN_MESOS_BUILT_BY:-}")

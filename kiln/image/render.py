@@ -25,7 +25,8 @@ from kiln.config import catalog
 from kiln.config.load import Config
 from kiln.config.targets import Pair
 from kiln.gitinfo import git_revision
-from kiln.image import layers, packer
+from kiln.image import aptcache, layers, packer
+from kiln.image import base as base_image
 from kiln.image.hcl import hcl
 from kiln.image.layers import env_name
 from kiln.image.packer import PackerVersion
@@ -108,6 +109,9 @@ def provision_env(config: Config, pair: Pair, components: Sequence[str], git_rev
         ("KILN_GIT_REVISION", git_revision),
         ("KILN_ZERO_FILL", "true" if config["build"]["zero_fill"] else "false"),
     ]
+    if target.base:  # the hosts kiln's package cache serves (kiln.image.aptcache) to this build
+        sources = base_image.apt_sources(target.codename, target.base["mirror"])
+        values.append(("KILN_APT_PROXY_HOSTS", " ".join(sorted(aptcache.hosts_of(sources)))))
     for component, settings in config["components"].items():
         if component in ("enabled", "exclude") or not isinstance(settings, Mapping):
             continue

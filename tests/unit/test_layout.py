@@ -122,3 +122,11 @@ def test_baked_packages_use_only_the_standard_library_and_themselves() -> None:
             top = imported.split(".")[0]
             assert top == own or top in sys.stdlib_module_names, f"{name} imports {imported}"
 
+
+
+def test_no_two_test_modules_share_a_name() -> None:
+    """pytest imports test modules by their base name (rootdir import mode): two test_x.py in
+    different folders stop the whole session at collection."""
+    names = [p.name for p in (REPO_ROOT / "tests").rglob("test_*.py")]
+    names += [p.name for p in (REPO_ROOT / "components").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []

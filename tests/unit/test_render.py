@@ -145,13 +145,16 @@ def test_offline_profile_leaves_excluded_components_out(tree: Paths, ssh_key: Pa
     assert "components/marathon/bake.sh" not in every
     assert "KILN_COMPONENTS='base java zookeeper mesos docker haproxy qemu-kvm rancher node'" \
         in files["kiln.env"]
+    # kiln's package cache serves the base's mirror only (AVENTER's repository goes direct)
+    assert "KILN_APT_PROXY_HOSTS=deb.debian.org\n" in files["kiln.env"]
 
 
 def test_provision_env_flattens_component_settings(tree: Paths) -> None:
     cfg = load_config(tree)
     pair = next(p for p in select_pairs(cfg.data) if p.name == "ubuntu-24.04-qemu")
     env = provision_env(cfg, pair, cfg.components_for(pair.target.name), "rev", catalog.load(tree.root))
-    assert "KILN_MESOS_SUPPORTED_TARGETS=ubuntu-24.04" in env
+    assert "KILN_MESOS_SUPPORTED_TARGETS='debian-12 ubuntu-22.04 ubuntu-24.04'" in env
+    assert "KILN_APT_PROXY_HOSTS" not in env  # a cloud image: no package cache of kiln's
     assert "KILN_QEMU_KVM_BRIDGE=br0" in env
     assert "KILN_MESOS_APT_REPO='deb [signed-by=/etc/apt/keyrings/aventer.asc] " in env
     assert "KILN_FAMILY=apt" in env
