@@ -473,6 +473,29 @@ def capture(command: Sequence[str | os.PathLike[str]], *, timeout: float = 20.0,
     return done.stdout if done.returncode == 0 else None
 
 
+def query(command: Sequence[str | os.PathLike[str]], *, step: str, timeout: float,
+          cwd: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """stdout of a query that must answer (a library's own call, e.g. python-vagrant's): a failure
+    raises subprocess.CalledProcessError as check_output does, a hang past `timeout` stops the
+    program's process group and raises StepTimedOut naming the step."""
+    argv = [os.fspath(c) for c in command]
+    proc = subprocess.Popen(argv, cwd=cwd, env=None if env is None else dict(env), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=_die_with(os.getpid()))
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(proc, grace=2.0)
+        proc.communicate()
+        raise StepTimedOut(step, argv, timeout, None) from None
+    except BaseException:
+        stop_group(proc, grace=2.0)
+        raise
+    if proc.returncode != 0:
+        raise subprocess.CalledProcessError(proc.returncode, argv, out, err)
+    return out.decode("utf-8", errors="replace")
+
+
 def raise_on_sigterm() -> None:
     """Make SIGTERM and SIGHUP behave like Ctrl-C so cleanup code runs (finally blocks, runner)."""
 

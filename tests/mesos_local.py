@@ -54,8 +54,20 @@ from typing import Any
 
 from kiln.paths import REPO_ROOT
 
-TARBALL = Path(os.environ.get("KILN_MESOS_TARBALL") or
-               REPO_ROOT.parent / "shared" / "mesos" / "mesos-1.11.1-debian12-O0-amd64.tar.xz")
+
+def _prebuilt_tarball() -> Path:
+    """The recipe's prebuilt tree, looked for where the recipe says (../shared/mesos beside the
+    checkout, then the machine's shared folder): the same search `invoke package` uses."""
+    recipe = json.loads((REPO_ROOT / "components" / "mesos" / "package" / "recipe.json").read_text())
+    name = recipe["prebuilt"]["file"]
+    for folder in recipe["source"]["search"]:
+        candidate = (REPO_ROOT / folder / name).resolve()
+        if candidate.is_file():
+            return candidate
+    return (REPO_ROOT / recipe["source"]["search"][0] / name).resolve()
+
+
+TARBALL = Path(os.environ.get("KILN_MESOS_TARBALL") or _prebuilt_tarball())
 PREFIX = "usr/local"
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 LOCAL = "127.0.0.1"

@@ -35,6 +35,7 @@ from kiln.image.artifacts import (
 )
 from kiln.image.preflight import component_problems
 from kiln.image.render import BakedPackage, RenderOptions, render_pair, write_pairs
+from kiln.image.store import Store
 from kiln.output import say
 from kiln.paths import Paths
 from kiln.runner import StepStopped, record, recorded, run, unrecord
@@ -567,8 +568,9 @@ def explain_builds(config: Config, paths: Paths, targets: Sequence[str],
         else:
             pair_options = replace(options, packages=tuple(built))
             rendered = render_pair(config, pair, paths, pair_options)
-            plan = layered.plan_for(config, pair, paths, pair_options, rendered,
-                                    layered.base_key_for(config, pair, paths))
+            base_key = layered.base_key_for(config, pair, paths)
+            plan = layered.plan_for(config, pair, paths, pair_options, rendered, base_key)
+            plan = layered.on_cached_packages(plan, base_key, Store(paths.cache), pair, tell=False)
             lines.append(f"{pair.name}:")
             lines += [f"  {line}" for line in layered.explain(paths.artifacts / pair.name, plan)]
     return lines

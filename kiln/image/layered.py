@@ -140,6 +140,8 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
         base_key, base_disk = stage("base layer", lambda: base_layer(config, pair, paths, store, force_base))
         sources = apt_sources(pair.target.codename, pair.target.base["mirror"]) if pair.target.base else []
         plan = stage("keys", lambda: plan_for(config, pair, paths, options, rendered, base_key))
+        if not force:
+            plan = on_cached_packages(plan, base_key, store, pair)
         top = plan[-1]
         published = _published_key(final)
         if published == top.key and not force and all(store.get(p.key) for p in plan):
@@ -161,7 +163,7 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
                     hit = stage(f"layer {layer_plan.name}",
                                 lambda lp=layer_plan, pd=parent_disk: _build_layer(
                                     lp, pd, pair, paths, options, rendered, staging, store, proxy, quiet,
-                                    timeout))
+                                    timeout, base_key))
                     built.append(layer_plan.name)
                 parent_disk = hit.disk
             downloaded = proxy.stats.fetched_bytes
@@ -171,6 +173,29 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
         assert top_layer is not None
         stage("publish", lambda: _publish(config, pair, top_layer, plan, staging, rendered))
         return Outcome(built, top.key, False, downloaded)
+
+
+def cached_system_layers(store: Store) -> list[layers.Candidate]:
+    """The store's system layers, as candidates for a package layer (kiln.image.layers)."""
+    return [layers.Candidate(layer.key, layer.meta.get("inputs", {}),
+                             str(layer.meta.get("base") or layer.parent), layer.parent, layer.last_used)
+            for layer in store.layers() if layer.name == layers.SYSTEM]
+
+
+def on_cached_packages(plan: list[layers.LayerPlan], base_key: str, store: Store, pair: Pair,
+                       tell: bool = True) -> list[layers.LayerPlan]:
+    """`plan`, or, when its system layer is not cached but one that lacks only some of its
+    packages is, the plan with a package layer on that one."""
+    if store.get(plan[0].key) is not None:
+        return plan
+    parent = layers.package_parent(plan[0], base_key, cached_system_layers(store))
+    if parent is None:
+        return plan
+    chosen = layers.with_package_layer(plan, parent)
+    if chosen[0].added and tell:
+        say(f"==> [{pair.name}] only packages were added ({' '.join(chosen[0].added)}): a package layer "
+            f"on the cached system layer {parent.key[:16]} instead of the whole system layer")
+    return chosen
 
 
 def _published_key(final: Path) -> str:
@@ -227,7 +252,8 @@ def run_packer(argv: list[str], *, step: str, template_dir: Path, log: Path, qui
 
 def _build_layer(plan: layers.LayerPlan, parent_disk: Path | None, pair: Pair, paths: Paths,
                  options: RenderOptions, rendered: RenderedPair, staging: Path, store: Store,
-                 proxy: aptcache.Proxy, quiet: bool, timeout: float = PACKER_TIMEOUT) -> Layer:
+                 proxy: aptcache.Proxy, quiet: bool, timeout: float = PACKER_TIMEOUT,
+                 base_key: str = "") -> Layer:
     work = store.staging(plan.key)
     record("path", work)
     log = paths.logs / f"{pair.name}-{plan.name}.log"
@@ -243,7 +269,7 @@ def _build_layer(plan: layers.LayerPlan, parent_disk: Path | None, pair: Pair, p
                  str(overlay)], step=f"{pair.name}: overlay on the parent layer", log=log, quiet=True,
                 timeout=120)
             variables.update(source_image=str(overlay), source_checksum="none")
-        template_dir = rendered.directory / plan.name
+        template_dir = rendered.directory / plan.template_name
         if options.packer_version.has_plugins:
             packer.init(template_dir, log=log)
         argv = [packer.find_packer(), "build", "-color=false", "-on-error=cleanup"]
@@ -257,8 +283,11 @@ def _build_layer(plan: layers.LayerPlan, parent_disk: Path | None, pair: Pair, p
         (work / "parent-overlay.qcow2").unlink(missing_ok=True)
         if (staging / GUEST_MANIFEST).is_file():  # the top layer's records travel with it
             shutil.copy2(staging / GUEST_MANIFEST, work / GUEST_MANIFEST)
-        return store.commit(work, plan.key, {"name": plan.name, "parent": plan.parent, "pair": pair.name,
-                                             "inputs": plan.inputs})
+        meta = {"name": plan.name, "parent": plan.parent, "pair": pair.name, "inputs": plan.inputs,
+                "base": base_key}
+        if plan.added:
+            meta["added"] = list(plan.added)
+        return store.commit(work, plan.key, meta)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         unrecord("path", work)
@@ -298,7 +327,10 @@ def explain(final: Path, plan: list[layers.LayerPlan]) -> list[str]:
     previous = {entry["name"]: entry for entry in old["layers"]}
     for p in plan:
         before = previous.get(p.name)
-        if before is None:
+        if p.added:
+            lines.append(f"{p.name}: a package layer adding {' '.join(p.added)} on the cached system layer "
+                         f"{p.parent[:16]} ({p.key[:16]})")
+        elif before is None:
             lines.append(f"{p.name}: new layer")
         elif before["key"] == p.key:
             lines.append(f"{p.name}: unchanged ({p.key[:16]})")

@@ -13,6 +13,12 @@ kiln.env gives them), the packages it installs and the state of the package sour
 InRelease files' sha256), the disk size, the tool versions that matter (Packer, QEMU) and
 kiln's version. Not in it: timestamps, the checkout's path, the git revision, dict order. The
 inputs are kept with the layer, so `invoke build --explain` can say which one changed.
+
+Packages added, nothing else changed: when the system layer's inputs differ from a cached system
+layer's (on the same base) only in package lists that grew, kiln does not reinstall everything:
+it builds a package layer on top of that one, which runs provision/packages.sh (apt installs the
+new packages only), and the payload on top of it. Its key covers that parent: the same additions
+to the same layer give the same key; `invoke build --force` builds the system layer from scratch.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from kiln.config.load import Config
 from kiln.config.targets import Pair
 
 SYSTEM, PAYLOAD = "system", "payload"
+PACKAGES = "packages"  # the template of a system layer that only adds packages (see the module doc)
+PACKAGE_LISTS = "package_lists"  # the system inputs' entry a package layer may differ in
 ALWAYS_LAST = ("manifest", "cleanup")  # provision/<step>.sh after every component
 LAYERS = (SYSTEM, PAYLOAD)
 # The lines of kiln.env that are not a component's and do not change an image's content.
@@ -53,6 +61,12 @@ class LayerPlan:
     inputs: dict[str, Any] = field(default_factory=dict)
     parent: str = ""
     key: str = ""
+    template: str = ""  # the Packer template (build/packer/<pair>/<template>/) when not `name`
+    added: tuple[str, ...] = ()  # a package layer: the packages it adds to its parent
+
+    @property
+    def template_name(self) -> str:
+        return self.template or self.name
 
 
 def env_name(component: str, key: str) -> str:
@@ -92,7 +106,7 @@ def steps(cat: catalog.Catalog, components: Sequence[str]) -> dict[str, tuple[St
               *(Step(f"components/{c}/bake.sh", f"component: {c}") for c in parts[SYSTEM])]
     payload = [*(Step(f"components/{c}/bake.sh", f"component: {c}") for c in parts[PAYLOAD]),
                *(Step(f"provision/{s}.sh", f"always: {s}") for s in ALWAYS_LAST)]
-    return {SYSTEM: tuple(system), PAYLOAD: tuple(payload)}
+    return {SYSTEM: tuple(system), PAYLOAD: tuple(payload), PACKAGES: tuple(system[:1])}
 
 
 def env_lines(env_text: str, cat: catalog.Catalog, own: Sequence[str], *, packages_of_all: bool) -> list[str]:
@@ -160,10 +174,11 @@ def layer_inputs(config: Config, pair: Pair, ctx: KeyContext) -> dict[str, dict[
     system_inputs = {
         **common,
         "steps": [s.script for s in layer_steps[SYSTEM]],
-        "scripts": tree_digest(ctx.root, ["provision/packages.sh",
-                                          *(f"components/{c}" for c in parts[SYSTEM])]),
-        "package_lists": {c: cat[c].facts.get("packages", {}) for c in components},
-        "env": env_lines(ctx.env_text, cat, parts[SYSTEM], packages_of_all=True),
+        "scripts": component_digest(ctx.root, ["provision/packages.sh",
+                                               *(f"components/{c}" for c in parts[SYSTEM])]),
+        PACKAGE_LISTS: {c: cat[c].packages(target.family) for c in components},
+        "env": [line for line in env_lines(ctx.env_text, cat, parts[SYSTEM], packages_of_all=True)
+                if not line.split("=", 1)[0].endswith("_PACKAGES")],  # in PACKAGE_LISTS
         "built_packages": {c: s for c, s in sorted(ctx.packages.items()) if c in parts[SYSTEM]},
         "package_sources": dict(sorted(ctx.sources.items())),
     }
@@ -182,6 +197,65 @@ def layer_inputs(config: Config, pair: Pair, ctx: KeyContext) -> dict[str, dict[
         "built_packages": {c: s for c, s in sorted(ctx.packages.items()) if c in parts[PAYLOAD]},
     }
     return {SYSTEM: system_inputs, PAYLOAD: payload_inputs}
+
+
+def component_digest(root: Path, relative: Sequence[str]) -> dict[str, str]:
+    """tree_digest, with each component.json digested without its package lists (they are the
+    system layer's PACKAGE_LISTS input, so that a package layer can tell "packages added" apart)."""
+    out = tree_digest(root, relative)
+    for rel in out:
+        if Path(rel).name == catalog.FACTS:
+            facts = json.loads((root / rel).read_text(encoding="utf-8"))
+            facts.pop("packages", None)
+            out[rel] = digest(facts)
+    return out
+
+
+def package_set(inputs: Mapping[str, Any]) -> frozenset[str]:
+    """Every package a system layer's inputs install."""
+    return frozenset(p for listed in inputs.get(PACKAGE_LISTS, {}).values() for p in listed)
+
+
+def _without_packages(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in inputs.items() if k != PACKAGE_LISTS}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A cached system layer: its key, its inputs, the base it stands on, when it was last used."""
+
+    key: str
+    inputs: Mapping[str, Any]
+    base: str
+    parent: str
+    last_used: float
+
+
+def package_parent(system: LayerPlan, base_key: str, cached: Sequence[Candidate]) -> Candidate | None:
+    """The cached system layer a package layer can add `system`'s packages to: on the same base,
+    with the same inputs but for package lists that `system`'s include (the most packages first,
+    then the most recently used). None when there is none."""
+    wanted = package_set(system.inputs)
+    rest = _without_packages(system.inputs)
+    fits = [c for c in cached if c.base == base_key and _without_packages(c.inputs) == rest
+            and package_set(c.inputs) <= wanted]
+    return max(fits, key=lambda c: (len(package_set(c.inputs)), c.last_used), default=None)
+
+
+def with_package_layer(plan: list[LayerPlan], parent: Candidate) -> list[LayerPlan]:
+    """`plan` with its system layer replaced by a package layer on `parent` (or by `parent` itself
+    when it already holds every package: a package layer an earlier build made), the payload on top."""
+    system, payload = plan
+    added = tuple(sorted(package_set(system.inputs) - package_set(parent.inputs)))
+    if added:
+        key = layer_key(parent.key, SYSTEM, system.inputs)
+        layer = LayerPlan(SYSTEM, (), (Step("provision/packages.sh", "packages added: " + " ".join(added)),),
+                          system.inputs, parent.key, key, PACKAGES, added)
+    else:
+        layer = LayerPlan(SYSTEM, system.components, system.steps, system.inputs, parent.parent, parent.key)
+    top = LayerPlan(PAYLOAD, payload.components, payload.steps, payload.inputs, layer.key,
+                    layer_key(layer.key, PAYLOAD, payload.inputs))
+    return [layer, top]
 
 
 def explain(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:

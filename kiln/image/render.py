@@ -244,8 +244,10 @@ def _box_vagrantfile(pair: Pair) -> str:
     )
 
 
-RENDER_LAYERS = {"disk": ("system", "payload"), "ami": ("all",)}
-RENDER_ORDER = ("system", "payload")
+# qemu: a template per layer, and one for a package layer (system packages added to a cached
+# system layer, kiln.image.layers); AMIs: one template doing everything.
+RENDER_LAYERS = {"disk": ("system", "packages", "payload"), "ami": ("all",)}
+RENDER_ORDER = ("system", "packages", "payload")
 
 
 def layer_context(name: str, config: Config, cat: catalog.Catalog,

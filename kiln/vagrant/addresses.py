@@ -18,7 +18,6 @@ from pathlib import Path
 from kiln.config.load import Config
 from kiln.errors import UserError
 from kiln.paths import Paths
-from kiln.vagrant.environment import vagrant_env
 
 CLUSTER_FILE = "kiln-cluster.json"
 HOLDING = ("running", "paused")
@@ -60,10 +59,9 @@ def neighbours(config: Config, paths: Paths, exclude: Path) -> list[Neighbour]:
 
 def machine_states(directory: Path) -> dict[str, str]:
     """Machine name -> Vagrant state, asked from Vagrant itself (an id file may be stale)."""
-    import vagrant as python_vagrant
+    from kiln.vagrant.client import Vagrant
 
-    env = vagrant_env(inherit=True)
-    return {s.name: s.state for s in python_vagrant.Vagrant(str(directory), env=env).status()}
+    return {s.name: s.state for s in Vagrant(directory).status()}
 
 
 def vagrant_states(directory: Path) -> dict[str, str]:

@@ -17,7 +17,6 @@ from kiln.config.load import Config
 from kiln.errors import UserError
 from kiln.image.artifacts import CATALOG, GUEST_MANIFEST
 from kiln.paths import Paths
-from kiln.vagrant.environment import vagrant_env
 
 BUILDER_FOR_PROVIDER = {"libvirt": "qemu", "virtualbox": "virtualbox"}
 PROVIDERS = tuple(BUILDER_FOR_PROVIDER)
@@ -74,10 +73,9 @@ def image_components(artifact_dir: Path) -> tuple[str, ...] | None:
 
 def installed(box: Box, provider: str, directory: Path) -> bool:
     """Whether Vagrant already has this box (this version, when the box has one)."""
-    import vagrant as python_vagrant
+    from kiln.vagrant.client import Vagrant
 
-    env = vagrant_env(inherit=True)
-    for have in python_vagrant.Vagrant(str(directory), env=env).box_list():
+    for have in Vagrant(directory).box_list():
         if have.name == box.name and have.provider == provider and (not box.version
                                                                      or have.version == box.version):
             return True

@@ -263,9 +263,9 @@ def parse_ssh_config(text: str, directory: Path | None = None) -> dict[str, dict
     """Host alias -> its settings as python-vagrant's conf() reads them (HostName, User, Port,
     IdentityFile without quotes), from the output of `vagrant ssh-config` for several machines:
     split into one Host block per machine, since conf() reads one block."""
-    import vagrant as python_vagrant
+    from kiln.vagrant.client import Vagrant
 
-    reader = python_vagrant.Vagrant(str(directory or Path.cwd()), quiet_stdout=True, quiet_stderr=True)
+    reader = Vagrant(directory or Path.cwd())
     blocks: dict[str, list[str]] = {}
     current: list[str] | None = None
     for line in text.splitlines():

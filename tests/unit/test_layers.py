@@ -122,3 +122,62 @@ def test_a_second_target_with_the_same_distribution_shares_the_system_layer(tree
         plans[name] = {p.name: p.key for p in layers.plan(loaded, pair, "base-key", ctx)}
     assert plans["debian-12"]["system"] == plans["debian-13"]["system"]
     assert plans["debian-12"]["payload"] != plans["debian-13"]["payload"]
+
+
+def _add_package(tree: Paths, component: str, package: str) -> None:
+    path = tree.root / "components" / component / "component.json"
+    facts = json.loads(path.read_text())
+    facts["packages"]["apt"].append(package)
+    path.write_text(json.dumps(facts, indent=2))
+
+
+def _cached(plan: layers.LayerPlan, base: str = "base-key", used: float = 1.0) -> layers.Candidate:
+    return layers.Candidate(plan.key, plan.inputs, base, plan.parent, used)
+
+
+def test_an_added_package_changes_the_system_inputs_in_their_package_lists_only(tree: Paths) -> None:
+    before = _plan(tree)["system"]
+    _add_package(tree, "zookeeper", "jq")  # a system component's facts
+    after = _plan(tree)["system"]
+    assert after.key != before.key
+    changed = layers.explain(before.inputs, after.inputs)
+    assert [line.split(":")[0] for line in changed] == ["package_lists.zookeeper"], changed
+    assert layers.package_set(after.inputs) - layers.package_set(before.inputs) == {"jq"}
+
+
+def test_a_package_layer_goes_on_the_cached_system_layer_that_lacks_only_packages(tree: Paths) -> None:
+    old = _plan(tree)
+    _add_package(tree, "haproxy", "jq")
+    new = _plan(tree)
+    parent = layers.package_parent(new["system"], "base-key", [_cached(old["system"])])
+    assert parent is not None and parent.key == old["system"].key
+    system, payload = layers.with_package_layer([new["system"], new["payload"]], parent)
+    assert system.added == ("jq",) and system.template_name == "packages"
+    assert [s.script for s in system.steps] == ["provision/packages.sh"]
+    assert system.parent == old["system"].key and payload.parent == system.key
+    # keyed by the layer it stands on: the same addition to the same layer, the same key
+    again = layers.with_package_layer([_plan(tree)["system"], _plan(tree)["payload"]], parent)
+    assert [p.key for p in again] == [system.key, payload.key]
+    assert system.key != new["system"].key  # not the key of a system layer built whole
+    # a later build finds the package layer itself: it holds every package, so it is reused
+    built = layers.Candidate(system.key, system.inputs, "base-key", system.parent, 2.0)
+    reuse = layers.package_parent(new["system"], "base-key", [_cached(old["system"]), built])
+    assert reuse == built
+    again = layers.with_package_layer([new["system"], new["payload"]], built)
+    assert again[0].key == system.key and not again[0].added and again[1].key == payload.key
+
+
+def test_no_package_layer_when_anything_but_packages_changed_or_a_package_went(tree: Paths) -> None:
+    old = _plan(tree)
+    bigger = _plan(tree, sources={**SOURCES, "deb http://deb.debian.org/debian bookworm main": "c" * 64})
+    assert layers.package_parent(bigger["system"], "base-key", [_cached(old["system"])]) is None
+    _add_package(tree, "zookeeper", "jq")
+    with_jq = _plan(tree)
+    path = tree.root / "components" / "zookeeper" / "bake.sh"
+    path.write_text(path.read_text() + "\n# changed\n")
+    script_changed = _plan(tree)
+    assert layers.package_parent(script_changed["system"], "base-key", [_cached(old["system"])]) is None
+    # a package removed: the old layer holds more than wanted
+    assert layers.package_parent(old["system"], "base-key", [_cached(with_jq["system"])]) is None
+    # another base
+    assert layers.package_parent(with_jq["system"], "other-base", [_cached(old["system"])]) is None

@@ -55,9 +55,13 @@ def test_each_pair_renders_its_layers(tree: Paths, ssh_key: Path, pair_name: str
         assert "components/base/bake.sh" in whole and "provision/cleanup.sh" in whole
         assert "-m kiln.image.inbuild verify" in whole
         return
-    assert set(templates) == {"system/kiln.pkr.hcl", "payload/kiln.pkr.hcl"}
+    assert set(templates) == {"system/kiln.pkr.hcl", "packages/kiln.pkr.hcl", "payload/kiln.pkr.hcl"}
     system, payload = templates["system/kiln.pkr.hcl"], templates["payload/kiln.pkr.hcl"]
-    for hcl in (system, payload):
+    package_layer = templates["packages/kiln.pkr.hcl"]
+    # a package layer: packages.sh alone, on kiln's own parent disk (no download, no checks)
+    assert "provision/packages.sh" in package_layer and "components/" not in package_layer.split("build {")[1]
+    assert "kiln.image.inbuild" not in package_layer and "parent.qcow2" in package_layer
+    for hcl in (system, package_layer, payload):
         assert f'source "{pair.builder.packer_source}"' in hcl
         assert 'post-processor "manifest"' in hcl and 'post-processor "vagrant"' not in hcl
         assert "packer {" not in hcl  # 1.6.6: no required_plugins block
