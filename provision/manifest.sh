@@ -54,7 +54,7 @@ write_file_if_changed /etc/kiln/catalog.json 0644 <"$KILN_SRC/catalog.json"
 missing=()
 for component in ${KILN_COMPONENTS:-}; do
   if [[ -f "/etc/kiln/components.d/$component.off" && ! -f "/etc/kiln/components.d/$component.json" ]]; then
-    kiln_log "enabled but not baked: $component ($(head -n 1 "/etc/kiln/components.d/$component.off"))"
+    kiln_log "not baked although enabled: $component ($(head -n 1 "/etc/kiln/components.d/$component.off"))"
   elif [[ ! -f "/etc/kiln/components.d/$component.json" ]]; then
     missing+=("$component")
   fi

@@ -86,6 +86,8 @@ def changed_tree(published: dict, tmp_path_factory: pytest.TempPathFactory) -> P
     """A copy of the checkout whose kiln-node differs by one line (a comment)."""
     tree = tmp_path_factory.mktemp("layered") / "kiln"
     shutil.copytree(REPO_ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", "build", "__pycache__"))
+    # The same checkout's build key: the base image (and so every layer key) carries it.
+    shutil.copytree(REPO_ROOT / "build" / "keys", tree / "build" / "keys")
     target = tree / "kiln_node" / "render.py"
     target.write_text(target.read_text() + "\n# e2e: a kiln-node change that only the payload layer sees\n")
     return tree
@@ -97,14 +99,19 @@ def test_an_interrupted_layer_is_not_a_cache_hit(changed_tree: Path, own_cache: 
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
     seen: list[str] = []
     assert proc.stdout is not None
-    for line in proc.stdout:
-        seen.append(line)
-        if "kiln[node]" in line:  # the payload layer is provisioning
-            break
-    assert proc.poll() is None, "".join(seen[-60:])
-    assert any("layer system: cached" in line for line in seen), "".join(seen[-60:])
-    os.kill(proc.pid, signal.SIGTERM)
-    rest, _ = proc.communicate(timeout=300)
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if "kiln[node]" in line:  # the payload layer is provisioning
+                break
+        assert proc.poll() is None, "".join(seen[-60:])
+        assert any("layer system: cached" in line for line in seen), "".join(seen[-60:])
+        os.kill(proc.pid, signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:  # a failed check above: stop the build (kiln cleans up on SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.communicate(timeout=300)
     assert proc.returncode == 130, rest[-3000:]
     assert not [p for p in (own_cache / "layers").iterdir() if p.name.startswith(".tmp-")]
     explained = _invoke(["build", "--explain", *BUILD[1:]], root=changed_tree)

@@ -429,23 +429,37 @@ def _write_env(box: Chroot, name: str, **overrides: str) -> str:
     return inside
 
 
-def test_mesos_without_a_source_for_the_target_fails_early(baked: Baked) -> None:
+def test_mesos_built_by_kiln_without_its_package_fails_early(baked: Baked) -> None:
     box = baked.box
     before = box.snapshot()
     started = time.monotonic()
-    result = box.run("mesos")
+    result = box.run("mesos")  # config.json's source is build; this env passes no package
     seconds = time.monotonic() - started
     assert result.returncode != 0
-    assert "debian-12" in result.stderr
-    assert "components.mesos.package_url" in result.stderr
+    assert "components.mesos.source is build, but kiln passed no package" in result.stderr
+    assert "invoke package mesos --target debian-12" in result.stderr
     assert "installing" not in result.stdout
     assert seconds < 10, "the check must come before any download or install"
     assert diff(before, box.snapshot()) == []
 
 
+def test_mesos_from_aventer_on_a_target_it_does_not_serve_fails_early(baked: Baked) -> None:
+    box = baked.box
+    env = _write_env(box, "mesos-unsupported", KILN_MESOS_SOURCE="aventer",
+                     KILN_MESOS_SUPPORTED_TARGETS="ubuntu-24.04")
+    before = box.snapshot()
+    result = box.run("mesos", env_file=env)
+    assert result.returncode != 0
+    assert "no Mesos package source for target debian-12" in result.stderr
+    assert "components.mesos.supported_targets = [ubuntu-24.04]" in result.stderr
+    assert "installing" not in result.stdout
+    assert diff(before, box.snapshot()) == []
+
+
 def test_mesos_on_a_supported_target_needs_a_pinned_key_fingerprint(baked: Baked) -> None:
     box = baked.box
-    env = _write_env(box, "mesos-supported", KILN_TARGET="ubuntu-24.04")
+    env = _write_env(box, "mesos-supported", KILN_TARGET="ubuntu-24.04", KILN_MESOS_SOURCE="aventer",
+                     KILN_MESOS_KEY_FINGERPRINT="")
     result = box.run("mesos", env_file=env)
     assert result.returncode != 0
     assert "components.mesos.key_fingerprint is empty" in result.stderr
@@ -539,7 +553,8 @@ def test_mesos_from_a_signed_repository(base_tar: Path, tmp_path: Path, gnupg_ho
     shutil.copy(key, www / "aventer.asc")
     shutil.copy(expired_key, www / "expired.asc")
     with _http_server(www) as base, chroot_from(base_tar, tmp_path / "fresh", _env_text()) as box:
-        settings = {"KILN_MESOS_SUPPORTED_TARGETS": "ubuntu-24.04 debian-12",
+        settings = {"KILN_MESOS_SOURCE": "aventer",
+                    "KILN_MESOS_SUPPORTED_TARGETS": "ubuntu-24.04 debian-12",
                     "KILN_MESOS_PACKAGE": "kiln-mesos-standin",
                     "KILN_MESOS_APT_REPO": f"deb [signed-by=/etc/apt/keyrings/aventer.asc] {base}/repo/ ./",
                     "KILN_MESOS_KEY_URL": f"{base}/aventer.asc"}
@@ -555,7 +570,7 @@ def test_mesos_from_a_signed_repository(base_tar: Path, tmp_path: Path, gnupg_ho
         for role in ("master", "agent"):
             assert _wants_links(box, f"mesos-{role}.service") == []
         record = json.loads(box.path("etc/kiln/components.d/mesos.json").read_text())
-        assert (record["version"], record["source"]) == ("1.11.0-0.kiln1", "repository")
+        assert (record["version"], record["source"]) == ("1.11.0-0.kiln1", "aventer")
         assert record["key_fingerprint"] == fingerprint
 
         before = box.snapshot()

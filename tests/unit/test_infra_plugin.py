@@ -143,7 +143,7 @@ def test_rancher_off_is_recorded_with_its_reason_and_the_suite_passes(tmp_path: 
     assert written["enabled"] == ["rancher"] and written["components"] == {}
     assert written["not_baked"]["rancher"].startswith(OFF)
     assert f"kiln[rancher]: not baked: rancher ({OFF}" in done.stdout  # as test_provision_chroot expects
-    assert "kiln[manifest]: enabled but not baked: rancher (components.rancher" in done.stdout
+    assert "kiln[manifest]: not baked although enabled: rancher (components.rancher" in done.stdout
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "3 passed" in done.stdout
     assert Path("/etc/kiln").exists() == etc_had_kiln  # the host's /etc was never written
