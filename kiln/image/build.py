@@ -38,7 +38,7 @@ from kiln.image.render import BakedPackage, RenderOptions, render_pair, write_pa
 from kiln.image.store import Store
 from kiln.output import say
 from kiln.paths import Paths
-from kiln.runner import StepStopped, record, recorded, run, unrecord
+from kiln.runner import StepStopped, record, recorded, unrecord
 from kiln.table import format_table
 
 PACKER_TIMEOUT = layered.PACKER_TIMEOUT
@@ -197,8 +197,8 @@ def _virtualbox_box(config: Config, pair: Pair, paths: Paths, options: RenderOpt
     stages = Stages(pair.name)
     final = paths.artifacts / pair.name
     made_from = _read_metadata(final).get("made_from", {})
-    recorded = _read_metadata(qemu.directory).get("artifacts", {}).get(f"{qemu.pair}.qcow2", {})
-    if not force and made_from.get("sha256") and made_from.get("sha256") == recorded.get("sha256"):
+    baked = _read_metadata(qemu.directory).get("artifacts", {}).get(f"{qemu.pair}.qcow2", {})
+    if not force and made_from.get("sha256") and made_from.get("sha256") == baked.get("sha256"):
         say(f"==> [{pair.name}] up to date (made from {qemu.pair}, key {qemu.key[:16]})")
         return BuildResult(pair.name, final, stages.seconds, up_to_date=True, key=qemu.key)
     spec = virtualbox.spec_from_config(config.data, pair.target.name)
@@ -207,28 +207,26 @@ def _virtualbox_box(config: Config, pair: Pair, paths: Paths, options: RenderOpt
     with recorded("path", paths.artifacts / f".{pair.name}.partial"):
         result = stages.run("virtualbox box", lambda: virtualbox.make_box(spec, paths.artifacts, log=log))
     say(f"==> [{pair.name}] {result.box} ({result.sizes['box'] / 2**20:.0f} MiB)")
-    stages.run("VirtualBox check", lambda: _virtualbox_check(result.box, pair, paths))
+    stages.run("VirtualBox check", lambda: _virtualbox_check(result.box, pair, paths, spec.ssh_username))
     return BuildResult(pair.name, result.directory, {**stages.seconds, **result.seconds}, built=("box",),
                        key=qemu.key)
 
 
-def _virtualbox_check(box: Path, pair: Pair, paths: Paths) -> None:
-    """With VirtualBox installed: `VBoxManage import --dry-run` of the box's OVF. Without it, say so."""
-    import tarfile
-    import tempfile
-
+def _virtualbox_check(box: Path, pair: Pair, paths: Paths, user: str) -> None:
+    """With VirtualBox installed: VirtualBox imports (dry run, then for real) and boots the box
+    (kiln.image.vboxcheck). Without it, say which checks did not run here."""
     exe = shutil.which("VBoxManage")
     if exe is None:
         say(f"==> [{pair.name}] VirtualBox is not installed: the box was not imported or booted here "
             "(kiln's tests check its OVF against the OVF 1.0 schema, `vagrant box add` it and boot the "
             "disk under QEMU on AHCI and e1000)")
         return
-    with tempfile.TemporaryDirectory(prefix="kiln-vbox-") as tmp, tarfile.open(box) as tar:
-        tar.extractall(tmp, filter="data")
-        run([exe, "import", str(Path(tmp) / "box.ovf"), "--dry-run"],
-            step=f"{pair.name}: VBoxManage import --dry-run", log=paths.logs / f"{pair.name}.log",
-            quiet=True, timeout=600)
-    say(f"==> [{pair.name}] VirtualBox accepted the box (VBoxManage import --dry-run)")
+    from kiln.image import vboxcheck
+    from kiln.keys import ensure_build_key
+
+    check = vboxcheck.Check(exe, box, pair.name, user, ensure_build_key(paths.build),
+                            paths.logs / f"{pair.name}.log")
+    vboxcheck.import_and_boot(check, say=say)
 
 
 def _read_metadata(directory: Path) -> dict[str, Any]:
