@@ -1,18 +1,24 @@
 """The SSH key pair kiln uses to reach its build VMs, base images and Vagrant machines.
 
-One pair per checkout, in build/keys/ (git-ignored), made once with ssh-keygen. Parallel
-builds may ask at the same moment: a lock makes exactly one of them create it, and the
-pair only appears under its final names once both halves are complete.
+One pair per cache (kiln.paths.cache_dir: build/cache/keys/, or keys/ in KILN_CACHE_DIR),
+made once with ssh-keygen. It lives with the cache because the cached base images and layers
+trust it (it is one of their keys' inputs): checkouts that share a cache share the key, and so
+their layers. A pair that an older kiln made in build/keys/ is adopted. Parallel builds may
+ask at the same moment: a lock makes exactly one of them create it, and the pair only
+appears under its final names once both halves are complete.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 from kiln.errors import UserError
 from kiln.fileutil import locked
+from kiln.output import say
+from kiln.paths import cache_dir
 from kiln.runner import capture, run, which
 
 KEY_NAME = "kiln_ed25519"
@@ -21,12 +27,28 @@ SSH_KEYGEN_HINT = "apt-get install openssh-client"
 
 
 def key_paths(build_dir: Path) -> tuple[Path, Path]:
-    private = build_dir / "keys" / KEY_NAME
+    private = cache_dir(build_dir) / "keys" / KEY_NAME
     return private, private.with_name(f"{KEY_NAME}.pub")
 
 
+def _adopt_old_pair(build_dir: Path, private: Path, public: Path) -> bool:
+    """Copy the pair from build/keys/ (where kiln kept it before) so that images and machines
+    made with it stay reachable; True when there was one."""
+    old = build_dir / "keys" / KEY_NAME
+    old_public = old.with_name(f"{KEY_NAME}.pub")
+    if old == private or not (old.is_file() and old_public.is_file()):
+        return False
+    for source, dest in ((old_public, public), (old, private)):  # private last, as when created
+        tmp = dest.with_name(f".{dest.name}.{os.getpid()}")
+        shutil.copy2(source, tmp)
+        os.chmod(tmp, 0o600 if dest == private else 0o644)
+        tmp.replace(dest)
+    say(f"==> build key: adopted {old} as {private}")
+    return True
+
+
 def ensure_build_key(build_dir: Path) -> Path:
-    """Create build/keys/kiln_ed25519{,.pub} unless present; return the private key's path."""
+    """Create the cache's keys/kiln_ed25519{,.pub} unless present; return the private key's path."""
     private, public = key_paths(build_dir)
     keys = private.parent
     keys.mkdir(parents=True, exist_ok=True)
@@ -38,6 +60,8 @@ def ensure_build_key(build_dir: Path) -> Path:
                 os.chmod(private, 0o600)
             if not public.exists():
                 _restore_public(private, public)
+            return private
+        if _adopt_old_pair(build_dir, private, public):
             return private
         keygen = which("ssh-keygen", SSH_KEYGEN_HINT)
         with tempfile.TemporaryDirectory(prefix=".new-", dir=keys) as tmp:

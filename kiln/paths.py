@@ -14,6 +14,12 @@ def _default_root() -> Path:
     return Path(os.environ.get("KILN_ROOT") or REPO_ROOT).resolve()
 
 
+def cache_dir(build: Path) -> Path:
+    """The cache of the checkout whose build/ is `build`: build/cache unless KILN_CACHE_DIR
+    points elsewhere, e.g. one cache for several checkouts."""
+    return Path(os.environ.get("KILN_CACHE_DIR") or build / "cache")
+
+
 @dataclass(frozen=True)
 class Paths:
     root: Path = field(default_factory=_default_root)
@@ -58,7 +64,7 @@ class Paths:
     def cache(self) -> Path:
         """Caches kiln reuses between runs (build roots, compiled packages, image layers): under
         build/ unless KILN_CACHE_DIR points elsewhere, e.g. one cache for several checkouts."""
-        return Path(os.environ.get("KILN_CACHE_DIR") or self.build / "cache")
+        return cache_dir(self.build)
 
     @property
     def artifacts(self) -> Path:
@@ -70,4 +76,5 @@ class Paths:
 
     @property
     def keys(self) -> Path:
-        return self.build / "keys"
+        """kiln's build key (kiln.keys): beside the cache, whose images trust it."""
+        return self.cache / "keys"

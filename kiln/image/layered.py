@@ -25,6 +25,7 @@ import requests
 from kiln import sshconfig
 from kiln.config.load import Config
 from kiln.config.targets import Pair
+from kiln.errors import KilnError
 from kiln.image import aptcache, layers, packer, publish
 from kiln.image.artifacts import (
     CATALOG,
@@ -150,7 +151,7 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
             say(f"==> [{pair.name}] up to date (key {top.key[:16]}): nothing to build")
             return Outcome([], top.key, True, 0)
         built: list[str] = []
-        parent_disk = base_disk
+        parent_disk = first_parent_disk(plan[0], base_key, base_disk, store)
         with aptcache.running(paths.cache / "apt", aptcache.hosts_of(sources)) as proxy:
             for layer_plan in plan:
                 hit = None if force else store.get(layer_plan.key)
@@ -173,6 +174,20 @@ def build(config: Config, pair: Pair, paths: Paths, options: RenderOptions, rend
         assert top_layer is not None
         stage("publish", lambda: _publish(config, pair, top_layer, plan, staging, rendered))
         return Outcome(built, top.key, False, downloaded)
+
+
+def first_parent_disk(first: layers.LayerPlan, base_key: str, base_disk: Path | None,
+                      store: Store) -> Path | None:
+    """The disk the chain's first layer starts from: the base, or for a package layer the cached
+    system layer it adds packages to."""
+    if first.parent == base_key:
+        return base_disk
+    parent = store.get(first.parent)
+    if parent is None:
+        raise KilnError(f"layer {first.name} ({first.key[:16]}) stands on {first.parent[:16]}, which is "
+                        f"no longer in the cache {store.root}: run the build again")
+    store.touch(parent)
+    return parent.disk
 
 
 def cached_system_layers(store: Store) -> list[layers.Candidate]:

@@ -86,8 +86,7 @@ def changed_tree(published: dict, tmp_path_factory: pytest.TempPathFactory) -> P
     """A copy of the checkout whose kiln-node differs by one line (a comment)."""
     tree = tmp_path_factory.mktemp("layered") / "kiln"
     shutil.copytree(REPO_ROOT, tree, ignore=shutil.ignore_patterns(".git", ".venv", "build", "__pycache__"))
-    # The same checkout's build key: the base image (and so every layer key) carries it.
-    shutil.copytree(REPO_ROOT / "build" / "keys", tree / "build" / "keys")
+    # The build key (which every layer key covers) is the session cache's: the same for both trees.
     target = tree / "kiln_node" / "render.py"
     target.write_text(target.read_text() + "\n# e2e: a kiln-node change that only the payload layer sees\n")
     return tree

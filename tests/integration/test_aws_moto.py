@@ -290,7 +290,7 @@ def test_ssh_config_names_every_running_node(tree: Paths, aws: Aws) -> None:
     assert hosts == [("ssh-m1", "master"), ("ssh-m2", "master"), ("ssh-m3", "master")]
     text = path.read_text()
     assert text.count("Host ssh-m") == 3 and "User ec2-user" in text
-    assert f"IdentityFile {tree.build / 'keys' / 'kiln_ed25519'}" in text
+    assert f"IdentityFile {tree.keys / 'kiln_ed25519'}" in text
     cluster.destroy(aws, "ssh", timeout=60)
 
 

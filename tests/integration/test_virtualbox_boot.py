@@ -326,7 +326,7 @@ def guest(box: Box, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guest]
     cpus = int(re.search(r'<CPU count="(\d+)"', doc).group(1))  # type: ignore[union-attr]
     memory = int(re.search(r'<Memory RAMSize="(\d+)"', doc).group(1))  # type: ignore[union-attr]
     port, serial = free_port(), work / "serial.log"
-    key = Paths(root=REPO_ROOT).build / "keys" / "kiln_ed25519"
+    key = Paths(root=REPO_ROOT).keys / "kiln_ed25519"
     insecure = work / "vagrant_insecure_key"
     hosts = [sshconfig.SshHost("vbox", "127.0.0.1", port, "kiln", key)]
     if INSECURE_KEY.exists():
