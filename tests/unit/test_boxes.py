@@ -5,6 +5,7 @@ what `vagrant up` boots is what `invoke up --shape 1` would: both are run here o
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -75,7 +76,10 @@ def _ruby_trial(tree: Paths, *argv: str, env: dict[str, str] | None = None) -> d
     script = (f"require {json.dumps(str(tree.vagrant_templates / 'kiln.rb'))}; "
               f"puts JSON.generate(Kiln.trial({json.dumps(str(tree.root))}, ARGV, ENV.to_h))")
     done = subprocess.run(["ruby", "-e", script, "--", *argv], capture_output=True, text=True, check=True,
-                          env={"PATH": "/usr/bin:/bin", "KILN_LIBVIRT_DRIVER": "qemu", **(env or {})})
+                          env={"PATH": "/usr/bin:/bin", "KILN_LIBVIRT_DRIVER": "qemu",
+                               # the user's cache (and so the build key) is the one vagrant inherits
+                               **{k: v for k, v in os.environ.items() if k == "KILN_CACHE_DIR"},
+                               **(env or {})})
     return json.loads(done.stdout)
 
 
