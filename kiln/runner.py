@@ -425,18 +425,6 @@ def finish(proc: subprocess.Popen[Any], grace: float = GRACE_SECONDS) -> None:
         _unwatch(proc)
 
 
-def adopt(pgid: int, step: str) -> None:
-    """A process group kiln started without run()/start() (kiln.image.vm's QEMU): from now on it
-    ends with kiln and is in the run record, until disown()."""
-    _GUARD.tell(f"+{pgid}")
-    _RECORD.add("group", str(pgid), start=process_start(pgid), step=step)
-
-
-def disown(pgid: int) -> None:
-    _GUARD.tell(f"-{pgid}")
-    _RECORD.remove("group", str(pgid))
-
-
 def stop_all(refuse: str = "") -> None:
     """Stop every process group run() started that is still running (all threads). With
     `refuse` (the reason), run() starts nothing more until allow_new(), and the steps stopped

@@ -10,7 +10,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kiln import runner
 from kiln.config.load import Config
 from kiln.config.shapes import node_specs, parse_shape
 from kiln.config.targets import select_pairs
@@ -53,19 +52,12 @@ def boot_test(config: Config, paths: Paths, target: str, builder: str = "qemu", 
     seconds: dict[str, float] = {}
     report = paths.reports / f"{pair.name}-boot.xml"
     t0 = time.monotonic()
-    adopted = 0
-    try:
-        with booted(image, workdir, key=ensure_build_key(paths.build), user=pair.target.ssh_username,
-                    accel=probe.accel, name=pair.name, memory_mb=config["trial"]["memory_mb"],
-                    cpus=config["trial"]["cpus"], hardware=hardware) as vm:
-            seconds["boot to ssh"] = round(time.monotonic() - t0, 1)
-            # QEMU (its own process group) ends with kiln from here on, and is in the run record.
-            adopted = vm.pid
-            runner.adopt(vm.pid, f"QEMU of the boot test of {pair.name}")
-            result = _test_booted(config, paths, pair.name, vm, report, seconds, quiet)
-    finally:
-        if adopted:
-            runner.disown(adopted)
+    # booted() starts QEMU through kiln.runner: it ends with kiln and is in the run record.
+    with booted(image, workdir, key=ensure_build_key(paths.build), user=pair.target.ssh_username,
+                accel=probe.accel, name=pair.name, memory_mb=config["trial"]["memory_mb"],
+                cpus=config["trial"]["cpus"], hardware=hardware) as vm:
+        seconds["boot to ssh"] = round(time.monotonic() - t0, 1)
+        result = _test_booted(config, paths, pair.name, vm, report, seconds, quiet)
     return BootTestResult(pair.name, result.returncode == 0, report, seconds)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from kiln import sshconfig
 from kiln.errors import KilnError
 from kiln.image import accel as accel_mod
-from kiln.runner import run, stop_group, which
+from kiln.runner import finish, run, start, stop_group, which
 
 QEMU_HINT = "apt-get install qemu-system-x86 qemu-utils"
 
@@ -100,8 +100,11 @@ def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name
     cfg = sshconfig.write(workdir / f"{name}.ssh_config",
                           [sshconfig.SshHost(name, "127.0.0.1", port, user, key)],
                           control_dir=workdir / "ssh-control")
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=(workdir / f"{name}.qemu.log").open("w"), start_new_session=True)
+    qemu_log = workdir / f"{name}.qemu.log"
+    qemu_log.unlink(missing_ok=True)
+    # runner.start: its own process group, ended with kiln (even a SIGKILLed one) and in the run
+    # record from the first instant, not only once SSH answers.
+    proc = start(argv, step=f"QEMU of {name}", log=qemu_log)
     vm = RunningVM(name, proc.pid, port, cfg, serial)
     try:
         took = wait_for_ssh(vm, proc, ssh_timeout)
@@ -109,5 +112,5 @@ def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name
         yield vm
     finally:
         sshconfig.close_master(cfg, name)
-        stop(proc)
+        finish(proc)
         overlay.unlink(missing_ok=True)
