@@ -43,12 +43,6 @@ class Check:
     log: Path
 
 
-@dataclass(frozen=True)
-class Outcome:
-    dry_run: bool
-    ssh_seconds: float
-
-
 def ssh_answers(config: Path, alias: str) -> bool:
     try:
         done = subprocess.run(["ssh", "-F", str(config), alias, "true"], capture_output=True,
@@ -60,8 +54,9 @@ def ssh_answers(config: Path, alias: str) -> bool:
 
 def import_and_boot(check: Check, *, ssh_timeout: float = SSH_TIMEOUT,
                     reach: Callable[[Path, str], bool] = ssh_answers,
-                    say: Callable[[str], None] = print) -> Outcome:
-    """Dry-run import, then import, boot and log in; the VM is removed on every path."""
+                    say: Callable[[str], None] = print) -> float:
+    """Dry-run import, then import, boot and log in (the seconds that took are returned); the
+    VM is removed on every path."""
     with tempfile.TemporaryDirectory(prefix="kiln-vbox-") as tmp:
         work = Path(tmp)
         with tarfile.open(check.box) as tar:
@@ -83,7 +78,7 @@ def import_and_boot(check: Check, *, ssh_timeout: float = SSH_TIMEOUT,
                             f"after {ssh_timeout:.0f}s (VirtualBox's log: {work / 'vms' / vm / 'Logs'})")
             say(f"==> [{check.name}] VirtualBox booted the box: {check.user} logged in over SSH after "
                 f"{seconds:.0f}s")
-            return Outcome(dry_run=True, ssh_seconds=seconds)
+            return seconds
         finally:
             _remove(check, vm)
 

@@ -65,8 +65,8 @@ def test_the_box_is_dry_run_imported_booted_logged_into_and_removed(tmp_path: Pa
         return len(seen) == 2  # the second attempt gets in
 
     said: list[str] = []
-    outcome = vboxcheck.import_and_boot(_check(tmp_path, exe), reach=reach, say=said.append)
-    assert outcome.dry_run
+    seconds = vboxcheck.import_and_boot(_check(tmp_path, exe), reach=reach, say=said.append)
+    assert 0 <= seconds < 60
     verbs = [c[0] for c in _calls(calls)]
     assert verbs == ["import", "import", "modifyvm", "startvm", "controlvm", "showvminfo", "unregistervm"]
     dry, real, forward, start, off, _, unregister = _calls(calls)
