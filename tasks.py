@@ -169,7 +169,8 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
 @task(iterable=COMMON, help={
     **COMMON_HELP,
     "target": "Target whose built image to boot (default: debian-12).",
-    "builder": "Builder that made it (boot tests run qcow2 images: qemu).",
+    "builder": "Builder that made it: qemu (the qcow2 on virtio) or virtualbox (the box's VMDK on "
+               "AHCI and e1000, as VirtualBox presents them).",
     "accel": "QEMU accelerator: auto (probe), kvm or tcg.",
     "cluster": "Instead of booting an image: test every machine of this Vagrant cluster (invoke up), "
                "each for its role, in parallel.",
@@ -182,7 +183,7 @@ def test(c, target="debian-12", builder="qemu", config=None, set_=None, profile=
          cluster="", aws="", region="", quiet=False):
     """Verify with the testinfra suites: a booted image (standalone node spec) or a cluster."""
     one_of("--accel", accel, ACCELERATORS)
-    one_of("--builder", builder, ("qemu",))
+    one_of("--builder", builder, ("qemu", "virtualbox"))
     paths = Paths()
     if aws:
         from kiln.aws.cluster import verify as verify_aws
