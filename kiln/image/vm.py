@@ -15,7 +15,7 @@ from pathlib import Path
 from kiln import sshconfig
 from kiln.errors import KilnError
 from kiln.image import accel as accel_mod
-from kiln.runner import finish, run, start, stop_group, which
+from kiln.runner import finish, run, start, which
 
 QEMU_HINT = "apt-get install qemu-system-x86 qemu-utils"
 
@@ -52,10 +52,6 @@ def wait_for_ssh(vm: RunningVM, proc: subprocess.Popen[bytes], timeout: float) -
             pass
         time.sleep(2)
     raise KilnError(f"no SSH on 127.0.0.1:{vm.ssh_port} after {timeout:.0f}s; serial log: {vm.serial_log}")
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 20) -> None:
-    stop_group(proc, grace)
 
 
 @dataclass(frozen=True)

@@ -35,9 +35,9 @@ import pytest
 from kiln import sshconfig
 from kiln.image import ovf, virtualbox
 from kiln.image.artifacts import box_catalog, sha256_of, write_json
-from kiln.image.vm import RunningVM, free_port, stop, wait_for_ssh
+from kiln.image.vm import RunningVM, free_port, wait_for_ssh
 from kiln.paths import REPO_ROOT, Paths
-from kiln.runner import run
+from kiln.runner import run, stop_group
 
 TARGET = "debian-12"
 VERSION = "0.1.0.20261201120000"
@@ -272,7 +272,7 @@ def qemu(argv: list[str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
     try:
         yield proc
     finally:
-        stop(proc)
+        stop_group(proc, 20)
         signal.signal(signal.SIGTERM, previous)
 
 
