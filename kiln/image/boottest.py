@@ -15,7 +15,8 @@ from kiln.config.shapes import node_specs, parse_shape
 from kiln.config.targets import select_pairs
 from kiln.errors import KilnError, UserError
 from kiln.image import accel as accel_mod
-from kiln.image import ovf, virtualbox
+from kiln.image import boximage, ovf, virtualbox
+from kiln.image.boximage import BoxImage
 from kiln.image.verify import run_suites
 from kiln.image.vm import VIRTIO, Hardware, RunningVM, booted
 from kiln.keys import ensure_build_key
@@ -82,19 +83,18 @@ def _test_booted(config: Config, paths: Paths, pair: str, vm: RunningVM, report:
     return result
 
 
-def _image_of(pair: str, paths: Paths, workdir: Path, target: str, builder: str) -> tuple[Path, Hardware]:
-    """The disk to boot and the hardware to boot it on: a qcow2 on virtio, or a VirtualBox box's
-    VMDK on what VirtualBox would give it (AHCI, e1000 with the box's MAC)."""
+def _image_of(pair: str, paths: Paths, workdir: Path, target: str,
+              builder: str) -> tuple[Path | BoxImage, Hardware]:
+    """The disk to boot and the hardware to boot it on: the libvirt box's qcow2 (read inside the
+    box) on virtio, or a VirtualBox box's VMDK on what VirtualBox would give it (AHCI, e1000
+    with the box's MAC)."""
     directory = paths.artifacts / pair
     hint = f"run `invoke build --target {target} --builder {builder}`"
-    if builder == "qemu":
-        image = directory / f"{pair}.qcow2"
-        if not image.exists():
-            raise UserError(f"no built image at {image}", hint)
-        return image, VIRTIO
     box = directory / f"{pair}.box"
     if not box.exists():
         raise UserError(f"no built box at {box}", hint)
+    if builder == "qemu":
+        return boximage.locate(box), VIRTIO
     meta = json.loads((directory / "kiln-metadata.json").read_text(encoding="utf-8"))
     workdir.mkdir(parents=True, exist_ok=True)
     disk = workdir / virtualbox.DISK_NAME

@@ -197,7 +197,7 @@ def _virtualbox_box(config: Config, pair: Pair, paths: Paths, options: RenderOpt
     stages = Stages(pair.name)
     final = paths.artifacts / pair.name
     made_from = _read_metadata(final).get("made_from", {})
-    baked = _read_metadata(qemu.directory).get("artifacts", {}).get(f"{qemu.pair}.qcow2", {})
+    baked = _read_metadata(qemu.directory).get("artifacts", {}).get(f"{qemu.pair}.box", {})
     if not force and made_from.get("sha256") and made_from.get("sha256") == baked.get("sha256"):
         say(f"==> [{pair.name}] up to date (made from {qemu.pair}, key {qemu.key[:16]})")
         return BuildResult(pair.name, final, stages.seconds, up_to_date=True, key=qemu.key)

@@ -315,9 +315,7 @@ def _restore_records(layer: Layer, staging: Path) -> None:
 
 def _publish(config: Config, pair: Pair, top: Layer, plan: list[layers.LayerPlan], staging: Path,
              rendered: RenderedPair) -> None:
-    image = publish.flatten(top.disk, staging / f"{pair.name}.qcow2")
-    box = staging / f"{pair.name}.box"
-    publish.libvirt_box(image, rendered.files["box.Vagrantfile"], box)
+    box = publish.publish_box(top.disk, rendered.files["box.Vagrantfile"], staging / f"{pair.name}.box")
     (staging / "packer-manifest.json").unlink(missing_ok=True)
     files = artifact_files(staging)
     version = box_version(config["project"]["version"], float(top.meta["created"]))

@@ -1,6 +1,7 @@
-"""Turning the top layer into what users take: a standalone qcow2 (flattened and compressed once)
-and a libvirt Vagrant box holding that same file (an uncompressed tar: the qcow2 inside is already
-compressed, so gzip would only cost time)."""
+"""Turning the top layer into what users take: a libvirt Vagrant box whose box.img is the image,
+flattened and compressed once into a standalone qcow2. The box is an uncompressed tar (gzip over
+a compressed qcow2 would only cost time), and the qcow2 is kept there only: QEMU reads it in
+place (kiln.image.boximage) and `tar -xf <box> box.img` gives the file."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import os
 import tarfile
 from pathlib import Path
 
+from kiln.image.boximage import IMAGE_MEMBER
 from kiln.runner import run, which
 
 QEMU_IMG_HINT = "apt-get install qemu-utils"
@@ -28,6 +30,17 @@ def virtual_size(image: Path) -> int:
     return int(json.loads(info)["virtual-size"])
 
 
+def publish_box(top: Path, vagrantfile: str, out: Path, *, log: Path | None = None) -> Path:
+    """`top`'s chain flattened into the box at `out`, the only copy of the published image: the
+    qcow2 is written beside `out` under a hidden name, packed, and removed."""
+    image = out.with_name(f".{out.name}.img")
+    try:
+        flatten(top, image, log=log)
+        return libvirt_box(image, vagrantfile, out)
+    finally:
+        image.unlink(missing_ok=True)
+
+
 def libvirt_box(image: Path, vagrantfile: str, out: Path) -> Path:
     """A box for the libvirt provider: metadata.json, Vagrantfile and box.img (the qcow2)."""
     gib = -(-virtual_size(image) // 2**30)
@@ -40,7 +53,7 @@ def libvirt_box(image: Path, vagrantfile: str, out: Path) -> Path:
                 data = text.encode()
                 info.size, info.mode, info.mtime = len(data), 0o644, 0
                 tar.addfile(info, _bytes(data))
-            tar.add(image, arcname="box.img", filter=_plain)
+            tar.add(image, arcname=IMAGE_MEMBER, filter=_plain)
         os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)

@@ -1,8 +1,9 @@
 """A Vagrant box for the `virtualbox` provider, made from the QEMU bake without VirtualBox.
 
-The qcow2 that `invoke build --builder qemu` baked, checked in the build and published in
-build/artifacts/<target>-qemu/ is converted, not rebuilt: its checksum is compared with that
-bake's kiln-metadata.json, it becomes a stream-optimized VMDK (kiln.image.vmdk), gets an
+The qcow2 that `invoke build --builder qemu` baked, checked in the build and published inside
+the libvirt box in build/artifacts/<target>-qemu/ is converted, not rebuilt: the box's checksum
+is compared with that bake's kiln-metadata.json, its image is read in place
+(kiln.image.boximage) and becomes a stream-optimized VMDK (kiln.image.vmdk), gets an
 OVF descriptor as VirtualBox exports them (kiln.image.ovf), and both go into a box with
 metadata.json ({"provider": "virtualbox"}) and a Vagrantfile declaring the NAT adapter's MAC
 (`config.vm.base_mac`). Next to the box: a box catalog (the scheme of the libvirt box, see
@@ -13,8 +14,8 @@ Everything is written into build/artifacts/.<target>-virtualbox.partial/ and ren
 place at the end (kiln.image.artifacts.publish); an error or an interrupt removes the
 staging directory, so an artifact directory without a leading dot is always complete.
 
-Reproducible: the same qcow2 and parameters give byte-identical files (the MAC, the UUIDs
-and the VMDK's CID derive from the image's sha256; the tar has fixed owners, modes and
+Reproducible: the same libvirt box and parameters give byte-identical files (the MAC, the UUIDs
+and the VMDK's CID derive from that box's sha256; the tar has fixed owners, modes and
 times). Timings are returned, not written, for that reason.
 
 The guest must have drivers for VirtualBox's hardware: AHCI for the disk and e1000 for the
@@ -37,7 +38,7 @@ from typing import Any, TypeVar
 
 from kiln.errors import UserError
 from kiln.fileutil import locked
-from kiln.image import ovf, vmdk
+from kiln.image import boximage, ovf, vmdk
 from kiln.image.artifacts import (
     CATALOG,
     GUEST_MANIFEST,
@@ -49,6 +50,7 @@ from kiln.image.artifacts import (
     sha256_of,
     write_json,
 )
+from kiln.image.boximage import BoxImage
 from kiln.runner import capture
 
 BUILDER = "virtualbox"
@@ -85,11 +87,12 @@ class BoxSpec:
 
 @dataclass(frozen=True)
 class Source:
-    """A finished QEMU bake: its qcow2, checksum, box version and components."""
+    """A finished QEMU bake: the image inside its libvirt box, the box's checksum, box version and
+    components."""
 
     directory: Path
-    qcow2: Path
-    sha256: str
+    image: BoxImage
+    sha256: str  # of the libvirt box
     version: str
     components: Mapping[str, Any]
     manifest: Path | None
@@ -102,7 +105,7 @@ class BoxResult:
     base_mac: str
     version: str
     seconds: dict[str, float]
-    sizes: dict[str, int]  # bytes: source qcow2, vmdk, box
+    sizes: dict[str, int]  # bytes: source qcow2 (inside the libvirt box), vmdk, box
 
 
 def spec_from_config(config: Mapping[str, Any], target: str, **overrides: Any) -> BoxSpec:
@@ -119,23 +122,24 @@ def spec_from_config(config: Mapping[str, Any], target: str, **overrides: Any) -
 
 
 def find_source(artifacts: Path, target: str, project_version: str = "0") -> Source:
-    """The published QEMU bake of `target`, its qcow2 checked against its metadata."""
+    """The published QEMU bake of `target`, its libvirt box checked against its metadata."""
     directory = artifacts / f"{target}-{SOURCE_BUILDER}"
-    qcow2 = directory / f"{target}-{SOURCE_BUILDER}.qcow2"
+    box = directory / f"{target}-{SOURCE_BUILDER}.box"
     hint = f"run `invoke build --target {target} --builder qemu` first"
-    if not qcow2.is_file():
-        raise UserError(f"no QEMU bake of {target}: {qcow2} is missing", hint)
-    recorded = _recorded_sha256(directory / METADATA, qcow2.name)
+    if not box.is_file():
+        raise UserError(f"no QEMU bake of {target}: {box} is missing", hint)
+    recorded = _recorded_sha256(directory / METADATA, box.name)
     if recorded is None:
-        raise UserError(f"{directory / METADATA} does not list {qcow2.name}: not a finished bake", hint)
-    actual = sha256_of(qcow2)
+        raise UserError(f"{directory / METADATA} does not list {box.name}: not a finished bake", hint)
+    actual = sha256_of(box)
     if actual != recorded:
-        raise UserError(f"{qcow2} does not match its bake (sha256 {actual[:12]}..., recorded "
+        raise UserError(f"{box} does not match its bake (sha256 {actual[:12]}..., recorded "
                         f"{recorded[:12]}...): changed after the build?", hint)
+    image = boximage.locate(box)
     manifest = directory / GUEST_MANIFEST
     components = _read_json(manifest).get("components", {}) if manifest.is_file() else {}
-    version = _catalog_version(directory / CATALOG) or box_version(project_version, qcow2.stat().st_mtime)
-    return Source(directory, qcow2, actual, version, components, manifest if manifest.is_file() else None)
+    version = _catalog_version(directory / CATALOG) or box_version(project_version, box.stat().st_mtime)
+    return Source(directory, image, actual, version, components, manifest if manifest.is_file() else None)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -220,7 +224,7 @@ def _assemble(spec: BoxSpec, source: Source, staging: Path, final: Path, log: Pa
     work = staging / ".work"
     work.mkdir()
     disk = work / DISK_NAME
-    info = _timed(seconds, "vmdk", lambda: vmdk.convert(source.qcow2, disk, seed=seed, log=log))
+    info = _timed(seconds, "vmdk", lambda: vmdk.convert(source.image, disk, seed=seed, log=log))
     nested = spec.nested_hw_virt if spec.nested_hw_virt is not None else "qemu-kvm" in source.components
     machine = ovf.Machine(spec.machine_name, ovf.os_type(spec.distro), spec.cpus, spec.memory_mb, DISK_NAME,
                           disk.stat().st_size, info.capacity, ovf.identity(seed), nested)
@@ -228,7 +232,7 @@ def _assemble(spec: BoxSpec, source: Source, staging: Path, final: Path, log: Pa
     contents = {name: {"sha256": sha256_of(path), "bytes": path.stat().st_size} for name, path in members}
     box = staging / f"{spec.pair}.box"
     _timed(seconds, "box", lambda: write_box(box, members))
-    sizes = {"qcow2": source.qcow2.stat().st_size, "vmdk": disk.stat().st_size, "box": box.stat().st_size}
+    sizes = {"qcow2": source.image.size, "vmdk": disk.stat().st_size, "box": box.stat().st_size}
     shutil.rmtree(work)
     _write_beside(spec, source, machine, contents, staging, final / box.name)
     seconds["total"] = round(time.monotonic() - started, 1)
@@ -263,7 +267,7 @@ def _metadata(spec: BoxSpec, source: Source, machine: ovf.Machine, contents: dic
         "target": spec.target,
         "builder": BUILDER,
         "project": dict(spec.project),
-        "made_from": {"pair": f"{spec.target}-{SOURCE_BUILDER}", "qcow2": source.qcow2.name,
+        "made_from": {"pair": f"{spec.target}-{SOURCE_BUILDER}", "box": source.image.box.name,
                       "sha256": source.sha256, "box_version": source.version},
         "virtualbox": {"os_type": machine.os.vbox, "cpus": machine.cpus, "memory_mb": machine.memory_mb,
                        "nested_hw_virt": machine.nested_hw_virt, "base_mac": machine.ident.mac,

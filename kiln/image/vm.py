@@ -15,6 +15,7 @@ from pathlib import Path
 from kiln import sshconfig
 from kiln.errors import KilnError
 from kiln.image import accel as accel_mod
+from kiln.image.boximage import BoxImage, qemu_filename
 from kiln.runner import finish, run, start, which
 
 QEMU_HINT = "apt-get install qemu-system-x86 qemu-utils"
@@ -75,7 +76,7 @@ VIRTIO = Hardware("virtio")
 
 
 @contextmanager
-def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name: str = "kiln-vm",
+def booted(image: Path | BoxImage, workdir: Path, *, key: Path, user: str, accel: str, name: str = "kiln-vm",
            memory_mb: int = 2048, cpus: int = 2, ssh_timeout: float = 300,
            hardware: Hardware | None = None) -> Iterator[RunningVM]:
     """Boot `image` (left untouched) and yield once SSH answers; always stop QEMU. The guest's
@@ -86,7 +87,7 @@ def booted(image: Path, workdir: Path, *, key: Path, user: str, accel: str, name
     overlay.unlink(missing_ok=True)
     hardware = hardware or VIRTIO
     run([which("qemu-img", QEMU_HINT), "create", "-q", "-f", "qcow2", "-F", hardware.image_format, "-b",
-         str(image.resolve()), str(overlay)], step="qemu-img overlay", quiet=True)
+         qemu_filename(image), str(overlay)], step="qemu-img overlay", quiet=True)
     port = free_port()
     serial = workdir / f"{name}.serial.log"
     argv = [qemu, *accel_mod.qemu_accel_args(accel), "-m", str(memory_mb), "-smp", str(cpus),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kiln.errors import KilnError
+from kiln.image.boximage import BoxImage, qemu_filename
 from kiln.runner import run, which
 
 MAGIC = b"KDMV"
@@ -81,11 +82,12 @@ def set_cid(path: Path, cid: str) -> None:
         fh.write(new.ljust(size, b"\0"))
 
 
-def convert(qcow2: Path, out: Path, *, seed: str, log: Path | None = None) -> VmdkInfo:
-    """qcow2 -> stream-optimized VMDK at `out` (its name is recorded inside the file)."""
+def convert(qcow2: Path | BoxImage, out: Path, *, seed: str, log: Path | None = None) -> VmdkInfo:
+    """qcow2 (a file, or a libvirt box's image) -> stream-optimized VMDK at `out` (its name is
+    recorded inside the file)."""
     out.unlink(missing_ok=True)
     run([which("qemu-img", QEMU_IMG_HINT), "convert", "-f", "qcow2", "-O", "vmdk",
-         "-o", "subformat=streamOptimized", str(qcow2), str(out)],
+         "-o", "subformat=streamOptimized", qemu_filename(qcow2), str(out)],
         step=f"qemu-img convert {qcow2.name} -> {out.name}", log=log, quiet=True)
     set_cid(out, cid_for(seed))
     info = read_info(out)

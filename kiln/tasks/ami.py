@@ -97,8 +97,9 @@ def build(c, target=None, region="", config=None, set_=None, profile="", quiet=F
 })
 @_aws_task
 def list_(c, region="", target="", config=None, set_=None, profile=""):
-    """Show kiln AMIs per region with their tags, newest first."""
-    from kiln.aws.images import list_images
+    """Show kiln AMIs per region, newest first: key (the build key's first 16 hex digits), state
+    and tags."""
+    from kiln.aws.images import KEY_TAG, list_images
 
     cfg = config_from(config, set_, profile)
     aws = _session(cfg, region)
@@ -106,9 +107,11 @@ def list_(c, region="", target="", config=None, set_=None, profile=""):
     if not images:
         say("no kiln AMIs found")
         return
-    say(format_table(["region", "target", "ami", "created", "kiln", "git", "source ami", "name"], [
-        [i.region, i.target, i.id, i.created, i.tags.get("kiln:version", ""),
-         i.tags.get("kiln:git-revision", "")[:12], i.tags.get("kiln:source-ami", ""), i.name]
+    say(format_table(["region", "target", "ami", "key", "state", "created", "kiln", "git", "source ami",
+                      "name"], [
+        [i.region, i.target, i.id, i.tags.get(KEY_TAG, "")[:16] or "-", i.state, i.created,
+         i.tags.get("kiln:version", ""), i.tags.get("kiln:git-revision", "")[:12],
+         i.tags.get("kiln:source-ami", ""), i.name]
         for i in images]))
 
 

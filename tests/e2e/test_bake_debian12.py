@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from e2e_helpers import MESOS_SETS, NO_MESOS
 
+from kiln.image import boximage
 from kiln.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.slow]
@@ -50,7 +51,12 @@ def test_build_produces_image_box_manifests_and_metadata(built: Path) -> None:
     _no_leftovers()
     meta = json.loads((built / "kiln-metadata.json").read_text())
     files = meta["artifacts"]
-    assert f"{PAIR}.qcow2" in files and f"{PAIR}.box" in files and "image-manifest.json" in files
+    assert f"{PAIR}.box" in files and "image-manifest.json" in files
+    assert not any(name.endswith((".qcow2", ".img")) for name in files), files  # the image is kept once
+    image = boximage.locate(built / f"{PAIR}.box")
+    info = subprocess.run(["qemu-img", "info", "--output=json", image.qemu_filename], capture_output=True,
+                          text=True, check=True).stdout
+    assert json.loads(info)["format"] == "qcow2" and "backing-filename" not in json.loads(info)
     for name, info in files.items():
         assert len(info["sha256"]) == 64, name
     components = meta["components"]

@@ -36,7 +36,7 @@ def test_the_night_fails_because_of_the_canary_only(nightly: subprocess.Complete
 def test_the_image_was_built_booted_and_checked(nightly: subprocess.CompletedProcess[str]) -> None:
     single = {e["name"]: e for e in _report()["entries"]}["debian-12-qemu"]
     assert {"build", "boot test"} <= set(single["stages_seconds"])
-    assert single["artifacts_bytes"]["debian-12-qemu.qcow2"] > 100 * 2**20
+    assert single["artifacts_bytes"]["debian-12-qemu.box"] > 100 * 2**20
     assert {"zookeeper", "docker", "haproxy", "node"} <= set(single["components"])
     by_id = {c["id"]: c["result"] for c in single["checks"]}
     assert by_id["bake/test_hygiene.py::test_no_ssh_host_keys"] == "pass"

@@ -155,10 +155,12 @@ def port_open(host: Any, port: int, address: str = "127.0.0.1") -> bool:
 
 
 def wait_until(host: Any, command: str, seconds: int = 60) -> Any:
-    """Run `command` in the guest until it succeeds or `seconds` pass; return the last run."""
+    """Run `command` in the guest until it succeeds or `seconds` pass by the guest's clock (a slow
+    command counts against them: the bound is time, not attempts), then once more for the result
+    to return."""
     return host.run(
-        f"for i in $(seq {seconds}); do out=$({command}) && {{ echo \"$out\"; exit 0; }}; sleep 1; done;"
-        f" {command}"
+        f"end=$(( $(date +%s) + {int(seconds)} )); while [ \"$(date +%s)\" -lt \"$end\" ]; do"
+        f" out=$({command}) && {{ echo \"$out\"; exit 0; }}; sleep 1; done; {command}"
     )
 
 

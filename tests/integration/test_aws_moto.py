@@ -416,6 +416,18 @@ def test_cli_prune_is_a_dry_run_unless_yes(tree: Paths, aws: Aws, aws_env: dict[
     assert listing.returncode == 0 and ids[2] in listing.stdout and "ubuntu-24.04" in listing.stdout
 
 
+def test_cli_list_shows_each_amis_key_and_state(tree: Paths, aws: Aws, aws_env: dict[str, str]) -> None:
+    keyed = register_kiln_ami(aws, key="c0ffee" * 10 + "abcd")
+    unkeyed = register_kiln_ami(aws, name="kiln-ubuntu-24.04-0.1.0-20251231000000")
+    listing = ami(tree, aws_env, "ami.list")
+    assert listing.returncode == 0, listing.stderr
+    header, *rows = [line for line in listing.stdout.splitlines() if line.strip()]
+    assert header.split()[:5] == ["region", "target", "ami", "key", "state"]
+    by_id = {row.split()[2]: row.split() for row in rows if row.startswith(REGION)}
+    assert by_id[keyed][3:5] == [("c0ffee" * 10)[:16], "available"]
+    assert by_id[unkeyed][3:5] == ["-", "available"]
+
+
 # -- ami.build: the key ---------------------------------------------------------------------------
 
 PAIR = "ubuntu-24.04-amazon-ebs"

@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from bake_samples import fake_bake
 
 from kiln import sshconfig
 from kiln.image import ovf, virtualbox
-from kiln.image.artifacts import box_catalog, sha256_of, write_json
 from kiln.image.vm import RunningVM, free_port, wait_for_ssh
 from kiln.paths import REPO_ROOT, Paths
 from kiln.runner import run, stop_group
@@ -64,19 +64,6 @@ def vm_test(func: F) -> F:
     for mark in reversed(VM):
         func = mark(func)
     return func
-
-
-def fake_bake(artifacts: Path, qcow2: Path, components: dict[str, object]) -> None:
-    """build/artifacts/<target>-qemu/ as a finished QEMU bake leaves it, around `qcow2` (moved)."""
-    directory = artifacts / f"{TARGET}-qemu"
-    directory.mkdir(parents=True)
-    image = directory / f"{TARGET}-qemu.qcow2"
-    shutil.move(qcow2, image)
-    write_json(directory / "image-manifest.json", {"target": TARGET, "components": components})
-    write_json(directory / "box-catalog.json", box_catalog("kiln/mesos-debian-12", VERSION, "libvirt",
-                                                           directory / f"{TARGET}-qemu.box", "0" * 64))
-    write_json(directory / "kiln-metadata.json",
-               {"artifacts": {image.name: {"sha256": sha256_of(image), "bytes": image.stat().st_size}}})
 
 
 SPEC = virtualbox.BoxSpec(TARGET, "debian", "kiln/mesos-debian-12", "kiln", project={"version": "0.1.0"})
@@ -125,7 +112,7 @@ def test_vagrant_box_add_accepts_a_small_box_and_its_catalog(tmp_path: Path) -> 
     qcow2 = tmp_path / "disk.qcow2"
     run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], step="qcow2", quiet=True)
     artifacts = tmp_path / "artifacts"
-    fake_bake(artifacts, qcow2, {"base": {"version": "1"}})
+    fake_bake(artifacts, qcow2, {"base": {"version": "1"}}, version=VERSION)
     check_vagrant_accepts(virtualbox.make_box(SPEC, artifacts), tmp_path)
 
 
@@ -288,8 +275,8 @@ class Box:
 def box(images: Images, tmp_path_factory: pytest.TempPathFactory) -> Box:
     work = tmp_path_factory.mktemp("vbox")
     artifacts = work / "artifacts"
-    shutil.copyfile(images.fixed, work / "image.qcow2")
-    fake_bake(artifacts, work / "image.qcow2", {"base": {"version": "1"}, "qemu-kvm": {"version": "7.2"}})
+    fake_bake(artifacts, images.fixed, {"base": {"version": "1"}, "qemu-kvm": {"version": "7.2"}},
+              version=VERSION)
     result = virtualbox.make_box(SPEC, artifacts)
     print(f"\nbox: {result.seconds}, sizes MiB: "
           f"{ {k: round(v / 2**20) for k, v in result.sizes.items()} }")

@@ -16,7 +16,7 @@ def _artifact_dir(tmp_path: Path) -> Path:
     """An artifact directory laid out as kiln.image.build._write_metadata leaves it."""
     directory = tmp_path / "debian-12-qemu"
     directory.mkdir()
-    (directory / "debian-12-qemu.qcow2").write_bytes(b"\0" * 3000)
+    (directory / "debian-12-qemu.box").write_bytes(b"\0" * 3000)
     (directory / "image-manifest.json").write_text(json.dumps({"components": {
         "zookeeper": {"version": "3.8.4-1", "source": "apt"}, "node": {"version": "0.1.0"}}}))
     write_json(directory / METADATA, {
@@ -34,7 +34,7 @@ def test_build_facts(tmp_path: Path) -> None:
     assert facts.stages == {"render": 0.4, "source image": 1.2, "packer build": 812.5}
     # The metadata file is written with sorted keys, so the run order is not in it.
     assert list(facts.stages) == ["packer build", "render", "source image"]
-    assert facts.artifacts["debian-12-qemu.qcow2"] == 3000 and "image-manifest.json" in facts.artifacts
+    assert facts.artifacts["debian-12-qemu.box"] == 3000 and "image-manifest.json" in facts.artifacts
     assert facts.components == {"zookeeper": "3.8.4-1", "node": "0.1.0"}
     assert facts.tools["packer"] == "1.6.6"
 

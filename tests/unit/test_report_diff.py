@@ -125,11 +125,11 @@ def test_tiny_durations_do_not_alarm() -> None:
 def test_size_growth_and_tiny_files() -> None:
     previous = all_passing_run()
     current = clone(previous)
-    qcow2 = f"{DEBIAN}.qcow2"
-    current.entries[0].artifacts[qcow2] = int(1.6 * GIB)  # +33%
+    box = f"{DEBIAN}.box"
+    current.entries[0].artifacts[box] = int(1.6 * GIB)  # +33%
     current.entries[0].artifacts["image-manifest.json"] = 8_192  # x4, but a few KiB
     diff = diff_runs(previous, current)
-    assert diff.sizes == [AmountChange(DEBIAN, qcow2, int(1.2 * GIB), int(1.6 * GIB))]
+    assert diff.sizes == [AmountChange(DEBIAN, box, int(1.2 * GIB), int(1.6 * GIB))]
     assert diff.sizes[0].ratio == pytest.approx(1 / 3, rel=1e-6)
 
 

@@ -26,10 +26,11 @@ from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
+from bake_samples import fake_bake
 
 from kiln.errors import UserError
-from kiln.image import ovf, virtualbox, vmdk
-from kiln.image.artifacts import box_catalog, sha256_of, write_json
+from kiln.image import boximage, ovf, virtualbox, vmdk
+from kiln.image.artifacts import box_catalog, sha256_of
 from kiln.paths import Paths
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "virtualbox"
@@ -405,28 +406,13 @@ def test_set_cid_refuses_what_is_not_a_vmdk(tmp_path: Path) -> None:
 VERSION = "0.1.0.20261201093000"
 
 
-def fake_bake(artifacts: Path, qcow2: Path, components: dict[str, object] | None = None) -> Path:
-    """build/artifacts/debian-12-qemu/ as a finished QEMU bake leaves it."""
-    directory = artifacts / "debian-12-qemu"
-    directory.mkdir(parents=True)
-    image = directory / "debian-12-qemu.qcow2"
-    shutil.copyfile(qcow2, image)
-    write_json(directory / "image-manifest.json",
-               {"target": "debian-12", "components": components or {"base": {"version": "1"}}})
-    write_json(directory / "box-catalog.json", box_catalog("kiln/mesos-debian-12", VERSION, "libvirt",
-                                                           directory / "debian-12-qemu.box", "0" * 64))
-    write_json(directory / "kiln-metadata.json",
-               {"artifacts": {image.name: {"sha256": sha256_of(image), "bytes": image.stat().st_size}}})
-    return directory
-
-
 SPEC = virtualbox.BoxSpec("debian-12", "debian", "kiln/mesos-debian-12", "kiln", project={"version": "0.1.0"})
 
 
 @pytest.fixture
 def bake(tmp_path: Path, small_qcow2: Path) -> Iterator[Path]:
     artifacts = tmp_path / "artifacts"
-    fake_bake(artifacts, small_qcow2)
+    fake_bake(artifacts, small_qcow2, {"base": {"version": "1"}}, version=VERSION)
     yield artifacts
 
 
@@ -461,7 +447,8 @@ def test_the_box_directory_holds_box_catalog_manifest_and_checksummed_metadata(b
         data = _member_bytes(result.box, name)
         expected = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": member.size}
         assert meta["box_contents"][name] == expected
-    assert meta["made_from"]["sha256"] == sha256_of(bake / "debian-12-qemu" / "debian-12-qemu.qcow2")
+    assert meta["made_from"]["sha256"] == sha256_of(bake / "debian-12-qemu" / "debian-12-qemu.box")
+    assert meta["made_from"]["box"] == "debian-12-qemu.box"
     assert meta["virtualbox"]["base_mac"] == result.base_mac
     catalog = json.loads((directory / "box-catalog.json").read_text())
     assert catalog == box_catalog("kiln/mesos-debian-12", VERSION, "virtualbox", result.box,
@@ -494,7 +481,7 @@ def test_a_rebuild_from_the_same_bake_is_byte_identical(bake: Path, tmp_path: Pa
 def test_nested_virtualization_follows_the_qemu_kvm_component(tmp_path: Path, small_qcow2: Path) -> None:
     def nested(components: dict[str, object], **spec: object) -> bool:
         artifacts = tmp_path / f"a{len(list(tmp_path.iterdir()))}"
-        fake_bake(artifacts, small_qcow2, components)
+        fake_bake(artifacts, small_qcow2, components, version=VERSION)
         result = virtualbox.make_box(replace(SPEC, **spec), artifacts)  # type: ignore[arg-type]
         doc = parse(_member_bytes(result.box, "box.ovf"))
         path = f"ovf:VirtualSystem/vbox:Machine/{OV}Hardware/{OV}CPU/{OV}NestedHWVirt"
@@ -506,10 +493,11 @@ def test_nested_virtualization_follows_the_qemu_kvm_component(tmp_path: Path, sm
 
 
 @needs_qemu_img
-def test_a_qcow2_that_does_not_match_its_bake_is_refused_and_nothing_is_written(bake: Path) -> None:
-    image = bake / "debian-12-qemu" / "debian-12-qemu.qcow2"
-    with image.open("r+b") as fh:
-        fh.seek(1 << 20)
+def test_a_box_that_does_not_match_its_bake_is_refused_and_nothing_is_written(bake: Path) -> None:
+    box = bake / "debian-12-qemu" / "debian-12-qemu.box"
+    inside = boximage.locate(box)
+    with box.open("r+b") as fh:
+        fh.seek(inside.offset + inside.size // 2)
         fh.write(b"tampered")
     with pytest.raises(UserError, match="does not match its bake"):
         virtualbox.make_box(SPEC, bake)
@@ -520,7 +508,7 @@ def test_without_a_finished_bake_the_error_says_how_to_get_one(tmp_path: Path) -
     with pytest.raises(UserError, match="--builder qemu"):
         virtualbox.make_box(SPEC, tmp_path)
     (tmp_path / "debian-12-qemu").mkdir()
-    (tmp_path / "debian-12-qemu" / "debian-12-qemu.qcow2").write_bytes(b"QFI\xfb")
+    (tmp_path / "debian-12-qemu" / "debian-12-qemu.box").write_bytes(b"not a tar")
     with pytest.raises(UserError, match="not a finished bake"):
         virtualbox.make_box(SPEC, tmp_path)
 
@@ -547,7 +535,7 @@ def test_the_trial_finds_the_virtualbox_box_through_its_catalog(tree: Paths, sma
     from kiln.config.load import load_config
     from kiln.vagrant import boxes
 
-    fake_bake(tree.artifacts, small_qcow2, {"zookeeper": {"version": "3.8"}})
+    fake_bake(tree.artifacts, small_qcow2, {"zookeeper": {"version": "3.8"}}, version=VERSION)
     config = load_config(tree)
     result = virtualbox.make_box(virtualbox.spec_from_config(config.data, "debian-12"), tree.artifacts)
     box = boxes.resolve(config, tree, "virtualbox")
