@@ -169,6 +169,10 @@ def bench(work: Path, keep: bool) -> int:
             print(f"| {label} | {seconds:.0f} s | {ratio:.3f} | {fetched / 2**20:.1f} MiB | {state} |")
         print(f"\ncache: {size(cache / 'layers') / 2**30:.2f} GiB of layers, "
               f"{size(cache / 'apt') / 2**20:.0f} MiB of packages, in {cache}")
+        for published in sorted((tree / "build" / "artifacts").glob("[!.]*")):
+            files = ", ".join(f"{p.name} {p.stat().st_size / 2**20:.0f} MiB"
+                              for p in sorted(published.iterdir()) if p.stat().st_size >= 2**20)
+            print(f"published {published.name}: {size(published) / 2**20:.0f} MiB ({files})")
     finally:
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
