@@ -79,7 +79,7 @@ def test_haproxy_workers_run_as_user_haproxy_in_a_chroot(host, components, phase
     require(components, "haproxy")
     boot_only(phase)
     for_roles(role, "standalone", "master")
-    assert wait_until(host, "systemctl is-active haproxy", seconds=60).stdout.strip() == "active"
+    assert wait_until(host, "systemctl is-active haproxy", seconds=180).stdout.strip() == "active"
     master = host.run("sudo systemctl show --property MainPID --value haproxy").stdout.strip()
     assert master.isdigit() and master != "0"
     found = host.run(f"grep -lE '^PPid:[[:space:]]+{master}$' /proc/[0-9]*/status 2>/dev/null")
@@ -102,7 +102,7 @@ def test_bridge_config_is_live_and_answers_on_the_stats_socket(host, components,
     boot_only(phase)
     for_roles(role, "standalone", "master")
     written = wait_until(host, "sudo grep -c '^# Written by kiln-haproxy-bridge' /etc/haproxy/haproxy.cfg",
-                         seconds=300)
+                         seconds=600)
     assert written.rc == 0, "kiln-haproxy-bridge never wrote /etc/haproxy/haproxy.cfg (is Marathon up?)"
     bridge = host.run("sudo systemctl show --property MainPID --value kiln-haproxy-bridge").stdout.strip()
     assert bridge.isdigit() and bridge != "0", "kiln-haproxy-bridge is not running"
@@ -112,7 +112,7 @@ def test_bridge_config_is_live_and_answers_on_the_stats_socket(host, components,
     config = host.run("sudo cat /etc/haproxy/haproxy.cfg").stdout
     assert f"frontend vhosts\n  bind 0.0.0.0:{ports[0]}\n" in config
     assert "\n  user haproxy\n  group haproxy\n  chroot /var/lib/haproxy\n" in config
-    stat = wait_until(host, STATS % "show stat" + " | grep '^vhosts,FRONTEND,'", seconds=30)
+    stat = wait_until(host, STATS % "show stat" + " | grep '^vhosts,FRONTEND,'", seconds=120)
     assert stat.rc == 0, stat.stdout + stat.stderr
     info = host.run(STATS % "show info").stdout
     assert "Name: HAProxy" in info.splitlines()

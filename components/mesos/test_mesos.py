@@ -89,7 +89,7 @@ def test_the_master_runs_what_the_spec_says(host: Any, components: dict[str, Any
     boot_only(phase)
     for_roles(role, "standalone", "master")
     ip = node_spec["ip"]
-    wait_until(host, f"curl -sf --max-time 5 http://{ip}:{ports['master']}/health", seconds=180)
+    wait_until(host, f"curl -sf --max-time 5 http://{ip}:{ports['master']}/health", seconds=420)
     flags = _get(host, f"http://{ip}:{ports['master']}/flags")["flags"]
     masters = node_spec["masters"]
     zk_port = json.loads(host.file("/etc/kiln/catalog.json").content_string)["ports"]["zookeeper"]["client"]
@@ -106,7 +106,7 @@ def test_the_agent_runs_what_the_spec_says(host: Any, components: dict[str, Any]
     boot_only(phase)
     for_roles(role, "standalone", "agent")
     ip = node_spec["ip"]
-    wait_until(host, f"curl -sf --max-time 5 http://{ip}:{ports['agent']}/health", seconds=180)
+    wait_until(host, f"curl -sf --max-time 5 http://{ip}:{ports['agent']}/health", seconds=420)
     flags = _get(host, f"http://{ip}:{ports['agent']}/flags")["flags"]
     options = node_spec.get("options") or {}
     assert flags["containerizers"] == options.get("containerizers", "docker,mesos")

@@ -29,7 +29,7 @@ def test_answers_ruok(host, components, phase, role) -> None:
     boot_only(phase)
     for_roles(role, "standalone", "master")
     out = wait_until(host, "echo ruok | timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2181; "
-                           "cat >&3; cat <&3' | grep -x imok", seconds=90)
+                           "cat >&3; cat <&3' | grep -x imok", seconds=300)
     assert out.stdout.strip() == "imok"
     assert port_open(host, 2181)
 
@@ -60,7 +60,7 @@ def test_masters_form_one_ensemble(host, components, phase, role, node_spec) -> 
     if len(masters) < 2:
         pytest.skip("a single master is a standalone ZooKeeper, not an ensemble")
     out = wait_until(host, "echo srvr | timeout 3 bash -c 'exec 3<>/dev/tcp/127.0.0.1/2181; "
-                           "cat >&3; cat <&3' | grep -E '^Mode: (leader|follower)$'", seconds=120)
+                           "cat >&3; cat <&3' | grep -E '^Mode: (leader|follower)$'", seconds=300)
     assert out.rc == 0, out.stdout
     conf = host.file("/etc/zookeeper/conf/zoo.cfg").content_string
     servers = sorted(ln.split("=", 1)[1].split(":")[0] for ln in conf.splitlines()

@@ -155,11 +155,13 @@ def port_open(host: Any, port: int, address: str = "127.0.0.1") -> bool:
 
 
 def wait_until(host: Any, command: str, seconds: int = 60) -> Any:
-    """Run `command` in the guest until it succeeds or `seconds` pass by the guest's clock (a slow
-    command counts against them: the bound is time, not attempts), then once more for the result
-    to return."""
+    """Run `command` in the guest until it succeeds or `seconds` pass, then once more for the result
+    to return. The bound is time, not attempts (a slow command counts against it), read from the
+    guest's uptime, which a clock step at boot does not move. Under TCG a JVM service takes minutes
+    to answer: budgets are sized for that."""
+    now = "$(cut -d. -f1 /proc/uptime)"
     return host.run(
-        f"end=$(( $(date +%s) + {int(seconds)} )); while [ \"$(date +%s)\" -lt \"$end\" ]; do"
+        f"end=$(( {now} + {int(seconds)} )); while [ \"{now}\" -lt \"$end\" ]; do"
         f" out=$({command}) && {{ echo \"$out\"; exit 0; }}; sleep 1; done; {command}"
     )
 
