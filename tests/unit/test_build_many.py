@@ -132,10 +132,17 @@ def test_an_interrupt_stops_every_pair_and_still_summarises(tree: Paths,
     config, pairs, options = _pairs(tree)
     build = stand_in({p: ["sleep", "60"] for p in PAIRS})
     timer = threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGINT))
+    # Ctrl-C as a terminal delivers it, even when pytest was started in the background (SIGINT
+    # ignored).
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer.start()
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        build_many(config, pairs, tree, options, parallel=2, build=build)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build_many(config, pairs, tree, options, parallel=2, build=build)
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, before)
     assert time.monotonic() - started < 20
     summary = capsys.readouterr().out.split("==> summary (interrupted):")[1]
     assert [line.split()[1] for line in _lines(summary)[2:]] == ["stopped", "stopped", "stopped"]

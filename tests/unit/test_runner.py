@@ -117,7 +117,9 @@ def test_a_stop_signal_becomes_interrupted_and_stops_children(tmp_path: Path, si
         f"try:\n    run(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait'], step='s', quiet=True)\n"
         "except Interrupted as e:\n    print('INTERRUPTED', e); sys.exit(130)\n"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    # Ctrl-C as a terminal delivers it: a run started in the background inherits SIGINT ignored.
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for(pidfile)
     proc.send_signal(sig)
     out, _ = proc.communicate(timeout=30)
