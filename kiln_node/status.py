@@ -2,7 +2,8 @@
 
 The host side (`invoke up`, `invoke status`) runs this on every node over SSH and decides
 from the answers whether the cluster is ready: a ZooKeeper ensemble with a leader, a leading
-Mesos master with every agent active, Marathon answering. Which units a role runs and how each
+Mesos master with every agent active (and every master's replica of the registry log caught up,
+so that any of them can take over), Marathon answering. Which units a role runs and how each
 is probed come from the image's component catalog (a probe kind of PROBE_KINDS and its port).
 Each probe is small and bounded (a few seconds), uses only the standard library, never follows
 redirects (a Mesos master that is not the leader answers with one, naming the leader), and
@@ -81,6 +82,31 @@ def parse_master_redirect(location: str) -> Tuple[bool, str, Dict[str, Any]]:
     return True, "follows leader {}".format(leader), facts
 
 
+LOG_RECOVERED = "registrar/log/recovered"
+
+
+def parse_log_recovered(metrics: Dict[str, Any]) -> Optional[bool]:
+    """A master's `registrar/log/recovered` gauge (from /metrics/snapshot): whether its replica of
+    the registry's replicated log has caught up with the other masters'. A master whose replica
+    has not cannot take over from the leader (if the leader then goes, the survivors lack a
+    quorum of caught-up replicas and the new leader's recovery fails). None: the master has no
+    replicated log (--registry=in_memory) or did not say."""
+    value = metrics.get(LOG_RECOVERED)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value >= 1
+
+
+def with_log_state(answer: Tuple[bool, str, Dict[str, Any]], recovered: Optional[bool]
+                   ) -> Tuple[bool, str, Dict[str, Any]]:
+    """A master's /state verdict, amended by whether its replica of the registry log caught up."""
+    ready, detail, facts = answer
+    facts = dict(facts, log_recovered=recovered)
+    if ready and recovered is False:
+        return False, "{}, but its replica of the registry log has not caught up yet".format(detail), facts
+    return ready, detail, facts
+
+
 def parse_agent_state(state: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:
     """Mesos agent /state: registered when it names its master."""
     master = str(state.get("master_hostname") or "")
@@ -147,12 +173,24 @@ def _mesos_master(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, st
     url = _url(spec, probe, "/state")
     code, body, location = http_get(url)
     if code in (301, 302, 303, 307, 308):
-        return parse_master_redirect(location)
+        return with_log_state(parse_master_redirect(location), _log_recovered(spec, probe))
     if code == 503:
         return False, "no leading master elected ({} answered HTTP 503)".format(url), {}
     if code != 200:
         return False, "{} answered HTTP {}".format(url, code), {}
-    return _parse_json(url, body, parse_master_state)
+    return with_log_state(_parse_json(url, body, parse_master_state), _log_recovered(spec, probe))
+
+
+def _log_recovered(spec: Dict[str, Any], probe: Dict[str, Any]) -> Optional[bool]:
+    """Whether the master's replica of the registry log caught up; None when it cannot tell (no
+    answer in time counts as not knowing, not as a failure: only a 0 holds the master back)."""
+    url = "http://{}:{}/metrics/snapshot?timeout=2secs".format(spec["ip"], int(probe["port"]))
+    try:
+        code, body, _ = http_get(url)
+        metrics = json.loads(body) if code == 200 else None
+    except (OSError, ValueError, RecursionError):
+        return None
+    return parse_log_recovered(metrics) if isinstance(metrics, dict) else None
 
 
 def _mesos_agent(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, str, Dict[str, Any]]:

@@ -511,6 +511,24 @@ class Cluster:
         return wait_until(f"{want} registered agent(s)", active, timeout,
                           lambda: "".join(p.tail(5) for p in self.processes if p.name.startswith("agent-")))
 
+    def wait_for_logs(self, timeout: float = 90.0) -> None:
+        """Until every running master's replica of the registry log has caught up
+        (registrar/log/recovered = 1). Stopping the leader before then can leave the others
+        without a quorum of caught-up replicas: the new leader's recovery fails after a minute."""
+        def caught_up() -> bool:
+            for i, master in enumerate(self.masters):
+                if master is None:
+                    continue
+                if not master.running():
+                    raise RuntimeError(f"{master.name} exited" + master.tail())
+                status, body, _ = get(self.master_urls[i] + "/metrics/snapshot", timeout=5)
+                if status != 200 or json.loads(body).get("registrar/log/recovered") != 1:
+                    return False
+            return True
+
+        wait_until("every master's registry log to catch up", caught_up, timeout,
+                   lambda: "".join(m.tail(5) for m in self.masters if m is not None))
+
     # -- tasks
 
     def take_ports(self, count: int) -> list[int]:

@@ -221,6 +221,7 @@ def test_a_non_leading_master_sends_the_bridge_to_the_leader_and_fail_over_keeps
         status, _, location = mesos_local.get(urls[others[0]] + "/master/state")
         assert status == 307 and location == f"//{LOCAL}:{cluster.master_ports[leader]}/master/state"
         cluster.wait_for_agents()
+        cluster.wait_for_logs()
         (port,) = cluster.take_ports(1)
         task = cluster.launch(web_task("web-a", port, "kiln-task-a", {"HAPROXY_0_PORT": str(service)}))
         cluster.wait_for_task(task.task_id, "TASK_RUNNING")

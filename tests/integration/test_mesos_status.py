@@ -1,7 +1,8 @@
 """kiln-node's Mesos probes and the cluster verdict against real Apache Mesos on loopback (three
 masters with a real ZooKeeper, one agent; tests/mesos_local.py): the leader says so, the others
 name it through their redirect, all agree, the agent counts once the leader lists it active; when
-the leader stops, the remaining masters elect another and the verdict follows. The fail-over time
+the leader stops, the remaining masters elect another and the verdict follows. Every master
+reports its replica of the registry log caught up before the leader is stopped. The fail-over time
 is printed. (A leader that loses its fellow masters keeps leading while ZooKeeper keeps its session;
 "no leader" and disagreement are covered with recorded answers in tests/unit.)"""
 
@@ -27,6 +28,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untype
     with mesos_local.Cluster(mesos_local.tree(), tmp_path_factory.mktemp("mesos"), masters=3,
                              agents=1) as running:
         running.wait_for_agents()
+        running.wait_for_logs()
         yield running
 
 
@@ -55,6 +57,7 @@ def test_the_leader_says_so_and_the_others_name_it(cluster: Any) -> None:
         assert unit["ready"], unit
         assert unit["facts"]["leader"] == expected
         assert unit["facts"]["is_leader"] is (i == leader)
+        assert unit["facts"]["log_recovered"] is True  # the real gauge, read from /metrics/snapshot
         if i == leader:
             assert unit["facts"]["active_agents"] == [mesos_local.LOCAL]
         else:

@@ -167,6 +167,32 @@ def test_the_master_probe_reads_a_redirect_as_the_leader_s_name(http_peer) -> No
     assert status.PROBES["mesos-master"](spec, probe)[1].endswith("answered something that is not JSON")
 
 
+def test_a_master_whose_registry_log_has_not_caught_up_is_not_ready(http_peer) -> None:
+    """Leader or follower, a master is ready only once its replica of the registry log caught up
+    (registrar/log/recovered = 1); no metric (in-memory registry) or no answer does not hold it back."""
+    port, handler = http_peer
+    spec = {**SPEC, "ip": "127.0.0.1"}
+    probe = {"kind": "mesos-master", "port": port}
+    metrics = "/metrics/snapshot?timeout=2secs"
+    handler.answers["/state"] = (307, "", "//10.141.141.12:5050/master/state")
+    handler.answers[metrics] = (200, json.dumps({"registrar/log/recovered": 0.0, "master/elected": 0.0}), "")
+    ready, detail, facts = status.PROBES["mesos-master"](spec, probe)
+    assert (ready, facts["log_recovered"]) == (False, False)
+    assert detail == ("follows leader 10.141.141.12:5050, "
+                      "but its replica of the registry log has not caught up yet")
+    handler.answers[metrics] = (200, json.dumps({"registrar/log/recovered": 1.0}), "")
+    assert status.PROBES["mesos-master"](spec, probe)[0] is True
+    leading = {"leader": "master@127.0.0.1:5050", "pid": "master@127.0.0.1:5050", "slaves": []}
+    handler.answers["/state"] = (200, json.dumps(leading), "")
+    handler.answers[metrics] = (200, json.dumps({"registrar/log/recovered": 0}), "")
+    assert status.PROBES["mesos-master"](spec, probe)[0] is False
+    for answer in ((200, json.dumps({"master/elected": 1.0}), ""), (404, "", ""), (200, "not json", ""),
+                   (200, json.dumps({"registrar/log/recovered": True}), "")):
+        handler.answers[metrics] = answer
+        ready, _, facts = status.PROBES["mesos-master"](spec, probe)
+        assert (ready, facts["log_recovered"]) == (True, None), answer
+
+
 def test_the_http_probe_wants_200_on_its_path(http_peer) -> None:
     port, handler = http_peer
     probe = {"kind": "http", "port": port, "path": "/ping"}
