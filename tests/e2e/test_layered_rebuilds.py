@@ -133,3 +133,7 @@ def test_a_kiln_node_change_rebuilds_only_the_payload_layer_and_boots(changed_tr
     print("payload-only rebuild stages:", meta["stages_seconds"])
     booted = _invoke(["test", "--profile", "offline", "--target", "debian-12"], root=changed_tree)
     assert booted.returncode == 0
+    report = (changed_tree / "build" / "reports" / f"{PAIR}-boot.xml").read_text()
+    assert 'failures="0"' in report and 'errors="0"' in report
+    qemu = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{changed_tree}"], capture_output=True)
+    assert not qemu.stdout, "the boot test left its QEMU running"
