@@ -485,13 +485,15 @@ def query(command: Sequence[str | os.PathLike[str]], *, step: str, timeout: floa
 
 
 def raise_on_sigterm() -> None:
-    """Make SIGTERM and SIGHUP behave like Ctrl-C so cleanup code runs (finally blocks, runner)."""
+    """Make SIGTERM and SIGHUP behave like Ctrl-C so cleanup code runs (finally blocks, runner).
+    A signal kiln was started ignoring stays ignored: under `nohup` a hangup must not stop a build."""
 
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(f"received {signal.Signals(signum).name}")
 
     for sig in STOP_SIGNALS:
-        signal.signal(sig, handler)
+        if signal.getsignal(sig) != signal.SIG_IGN:
+            signal.signal(sig, handler)
 
 
 # -- run records --------------------------------------------------------------------------------------

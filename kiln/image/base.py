@@ -196,16 +196,18 @@ def _release_left_behind(out: Path, log: Path, say: Reporter) -> None:
 @contextlib.contextmanager
 def _sigterm_raises() -> Iterator[None]:
     """SIGTERM and SIGHUP raise Interrupted while building, so `finally` releases mounts and loops.
-    Left alone when a handler is already installed (kiln.tasks.cli does) or off the main thread."""
+    Left alone when a handler is already installed (kiln.tasks.cli does) or off the main thread;
+    a signal the process was started ignoring (SIGHUP under `nohup`) stays ignored."""
     if threading.current_thread() is not threading.main_thread() \
-            or any(signal.getsignal(sig) not in (signal.SIG_DFL, None) for sig in STOP_SIGNALS):
+            or any(callable(signal.getsignal(sig)) for sig in STOP_SIGNALS):
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(f"received {signal.Signals(signum).name}")
 
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS
+                if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         yield
     finally:

@@ -129,6 +129,35 @@ def test_a_stop_signal_becomes_interrupted_and_stops_children(tmp_path: Path, si
     assert Interrupted.exit_code == 130
 
 
+@pytest.mark.parametrize("entry", ["raise_on_sigterm", "base image build"])
+def test_under_nohup_a_hangup_is_ignored_and_sigterm_still_cleans_up(tmp_path: Path, entry: str) -> None:
+    """Started with SIGHUP ignored (`nohup invoke build &`): a hangup does not stop the step, and
+    SIGTERM still becomes Interrupted, so the step's processes are stopped. Both places that turn
+    signals into Interrupted: the task CLI's and the base image build's own (kiln.image.base)."""
+    pidfile = tmp_path / "child.pid"
+    install = ("from kiln.runner import raise_on_sigterm; raise_on_sigterm(); import contextlib; "
+               "guard = contextlib.nullcontext()" if entry == "raise_on_sigterm" else
+               "from kiln.image.base import _sigterm_raises; guard = _sigterm_raises()")
+    code = (
+        f"import sys; {install}\n"
+        "from kiln.runner import run\nfrom kiln.errors import Interrupted\n"
+        "try:\n    with guard:\n"
+        f"        run(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait'], step='s', quiet=True)\n"
+        "except Interrupted as e:\n    print('INTERRUPTED', e); sys.exit(130)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    child = int(_wait_for(pidfile))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert proc.poll() is None and _alive(child), "a hangup stopped a run started under nohup"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 130, out
+    assert "interrupted during step 's' (received SIGTERM)" in out
+    assert not _alive(child)
+
+
 def _wait_for(path: Path, timeout: float = 10) -> str:
     deadline = time.monotonic() + timeout
     while not (path.exists() and path.read_text().strip()) and time.monotonic() < deadline:
