@@ -331,9 +331,11 @@ def down(c, cluster="", destroy=False):
         say(note)
 
 
-@task(iterable=[*COMMON, "targets", "expect_file"], help={
+@task(iterable=[*COMMON, "targets", "builders", "expect_file"], help={
     **COMMON_HELP,
     "targets": "Only these targets (comma separated or repeated; default: every target in config.json).",
+    "builders": "Only these builders: qemu, virtualbox, amazon-ebs (comma separated or repeated; "
+                "default: every builder each target supports).",
     "report_dir": "Where nightly.json, nightly.xml and nightly.html go (default: build/reports).",
     "cluster_shape": "Cluster shape also brought up and verified for the first passing qemu target "
                      "(default 3m; '' for none).",
@@ -342,21 +344,22 @@ def down(c, cluster="", destroy=False):
                    "failing check fails the night and shows in all three reports.",
 })
 @handle_errors
-def nightly(c, targets=None, report_dir="", cluster_shape="3m", accel="", expect_file=None, config=None,
-            set_=None, profile=""):
+def nightly(c, targets=None, builders=None, report_dir="", cluster_shape="3m", accel="", expect_file=None,
+            config=None, set_=None, profile=""):
     """Build, boot and verify every image this machine can make; JUnit, JSON and HTML report."""
     from pathlib import Path
 
     from kiln.nightly import Options, run_nightly
 
     names = split_csv(targets, "--targets")
+    only = split_csv(builders, "--builders")
     options = nightly_options(cluster_shape, accel, report_dir, expect_file)
     paths = Paths()
     cfg = config_from(config, set_, profile, paths)
     overlay = [*(f"--config={f}" for f in config or []), *(f"--set={s}" for s in set_ or []),
                *([f"--profile={profile}"] if profile else [])]
     reports = Path(report_dir) if report_dir else paths.reports
-    run, written = run_nightly(cfg, paths, names, reports, Options(overlay, *options))
+    run, written = run_nightly(cfg, paths, names, reports, Options(overlay, *options, builders=only))
     for entry in run.entries:
         say(f"  {entry.result:<8} {entry.name}{': ' + entry.reason if entry.reason else ''}")
     say(f"nightly: {run.verdict.upper()} in {run.seconds:.0f}s; reports: {written.html}, {written.junit}, "

@@ -63,6 +63,7 @@ class Options:
     cluster_shape: str = "3m"
     accel: str = ""
     expect_files: list[str] = field(default_factory=list)
+    builders: list[str] = field(default_factory=list)  # only these builders' pairs (all when empty)
 
 
 def reachable(url: str, timeout: float = 5.0) -> bool:
@@ -84,17 +85,23 @@ def aws_credentials() -> bool:
     return boto3.Session().get_credentials() is not None
 
 
-def plan(config: Config, targets: Sequence[str], *, online: Callable[[str], bool] = reachable,
+def plan(config: Config, targets: Sequence[str], *, builders: Sequence[str] = (),
+         online: Callable[[str], bool] = reachable,
          credentials: Callable[[], bool] = aws_credentials,
          have: Callable[[str], bool] = lambda tool: shutil.which(tool) is not None) -> list[Planned]:
     """Every target x builder that exists (whatever build.builders says: the night reports the
-    others as not run), each runnable or not run with the reason. No side effects."""
+    others as not run), or only `builders`' pairs, each runnable or not run with the reason. No
+    side effects."""
     known = load_targets(config.data)
     names = list(targets) or list(known)
     unknown = [t for t in names if t not in known]
     if unknown:
         raise UserError(f"unknown target(s): {', '.join(unknown)}", f"known: {', '.join(sorted(known))}")
-    pairs = [Pair(known[t], b) for t in names for b in BUILDERS.values() if known[t].supports(b.name)]
+    strange = [b for b in builders if b not in BUILDERS]
+    if strange:
+        raise UserError(f"unknown builder(s): {', '.join(strange)}", f"known: {', '.join(BUILDERS)}")
+    pairs = [Pair(known[t], b) for t in names for b in BUILDERS.values()
+             if known[t].supports(b.name) and (not builders or b.name in builders)]
     return [Planned(pair, _why_not(config, pair, online, credentials, have)) for pair in pairs]
 
 
@@ -244,7 +251,7 @@ def _cluster_network(paths: Paths, accel: str, config: Config) -> Iterator[tuple
 def run_nightly(config: Config, paths: Paths, targets: Sequence[str], report_dir: Path,
                 options: Options, *, online: Callable[[str], bool] = reachable) -> tuple[Run, Written]:
     started = datetime.now(UTC)
-    planned = plan(config, targets, online=online)
+    planned = plan(config, targets, builders=options.builders, online=online)
     for p in planned:
         say(f"==> plan: {p.pair.name}: {'not run: ' + p.not_run if p.not_run else 'build, boot, verify'}")
     from kiln.image.build import tool_versions

@@ -1,6 +1,6 @@
-"""`invoke nightly --targets debian-12` for real (the session fixture in conftest runs it):
-the image is built, booted and verified, a one-node cluster is brought up and verified, and
-everything that cannot run offline is reported as not run. A canary check asking for a file
+"""`invoke nightly` for real (the session fixture in conftest runs it, narrowed to the qemu and
+amazon-ebs builders and no cluster): the image is built, booted and verified, and everything
+that cannot run offline is reported as not run. A canary check asking for a file
 no image has makes the night fail, and that failure shows in the JSON, the JUnit XML and the
 HTML page alike."""
 
@@ -45,35 +45,16 @@ def test_the_image_was_built_booted_and_checked(nightly: subprocess.CompletedPro
     print("stages:", single["stages_seconds"])
 
 
-def test_the_cluster_entry_passed_on_its_node(nightly: subprocess.CompletedProcess[str]) -> None:
-    cluster = {e["name"]: e for e in _report()["entries"]}["debian-12-qemu cluster 1"]
-    assert cluster["stage_failures"] == {"cluster test": cluster["stage_failures"]["cluster test"]}
-    failing = sorted(c["id"] for c in cluster["checks"] if c["result"] in ("fail", "error"))
-    assert failing == [CANARY_CHECK]
-    assert {"up", "cluster test", "down"} <= set(cluster["stages_seconds"])
-    assert {c["host"] for c in cluster["checks"]} == {"mesos"}
-    assert any(c["id"] == "boot/test_zookeeper.py::test_answers_ruok" and c["result"] == "pass"
-               for c in cluster["checks"])
-
-
-def test_the_virtualbox_box_was_converted_and_booted_on_its_hardware(nightly) -> None:
-    """The virtualbox entry converts the qemu bake (no VirtualBox here) and boots that VMDK under
-    QEMU on AHCI + e1000; its suites fail on the canary only, like the qemu entry's."""
-    box = {e["name"]: e for e in _report()["entries"]}["debian-12-virtualbox"]
-    assert not box.get("not_run"), box.get("not_run")
-    assert {"build", "boot test"} <= set(box["stages_seconds"])
-    assert box["artifacts_bytes"]["debian-12-virtualbox.box"] > 100 * 2**20
-    failing = sorted(c["id"] for c in box["checks"] if c["result"] in ("fail", "error"))
-    assert failing == [CANARY_CHECK], failing
-    by_id = {c["id"]: c["result"] for c in box["checks"]}
-    assert by_id["boot/test_zookeeper.py::test_answers_ruok"] == "pass"
+def test_the_night_holds_the_builders_and_no_cluster_it_was_asked_for(nightly) -> None:
+    names = sorted(e["name"] for e in _report()["entries"])
+    assert names == ["debian-12-qemu", "ubuntu-24.04-amazon-ebs", "ubuntu-24.04-qemu"], names
 
 
 def test_what_cannot_run_offline_is_not_run_with_its_reason(nightly) -> None:
     """ubuntu-24.04 is in the night too: offline, with Mesos from kiln's Debian build root, it
     cannot be built, and each of its pairs says so instead of passing or failing."""
     entries = {e["name"]: e for e in _report()["entries"]}
-    for builder in ("qemu", "virtualbox", "amazon-ebs"):
+    for builder in ("qemu", "amazon-ebs"):
         entry = entries[f"ubuntu-24.04-{builder}"]
         assert "components.mesos.source" in entry["not_run"], entry["not_run"]
         assert entry.get("checks", []) == [] and not entry.get("stages_seconds")
@@ -81,7 +62,7 @@ def test_what_cannot_run_offline_is_not_run_with_its_reason(nightly) -> None:
 
 def test_the_failure_shows_in_the_junit_xml(nightly) -> None:
     root = ET.parse(NIGHTLY_REPORTS / "nightly.xml").getroot()
-    assert int(root.get("failures", "0")) >= 2
+    assert int(root.get("failures", "0")) >= 1
     failed = [case for case in root.iter("testcase") if case.find("failure") is not None]
     assert any(CANARY in (case.get("name") or "") for case in failed)
     skipped = [case.find("skipped").get("message") for case in root.iter("testcase")

@@ -140,6 +140,9 @@ CASES = [
          ("--target 'debian-12,,ubuntu-24.04': an empty name",)),
     Case("builder-comma", ("validate", "--builder", " , "), ("--builder ' , ': an empty name",)),
     Case("nightly-targets-comma", ("nightly", "--targets", ","), ("--targets ',': an empty name",)),
+    Case("nightly-builders-comma", ("nightly", "--builders", ","), ("--builders ',': an empty name",)),
+    Case("nightly-unknown-builder", ("nightly", "--builders", "qemu,vmware"),
+         ("unknown builder(s): vmware", "known: qemu, virtualbox, amazon-ebs")),
     Case("build-target-comma", ("build", "--target", ","), ("--target ',': an empty name",)),
     Case("pin-target-comma", ("pin", "--target", ","), ("--target ',': an empty name",)),
     # words from a fixed set

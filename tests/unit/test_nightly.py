@@ -5,7 +5,10 @@ in tests/e2e/test_nightly.py."""
 
 from __future__ import annotations
 
+import pytest
+
 from kiln.config.load import load_config
+from kiln.errors import UserError
 from kiln.nightly import plan
 from kiln.paths import Paths
 
@@ -52,3 +55,16 @@ def test_missing_tools_are_named(tree: Paths) -> None:
     got = _plan(tree, online=True, credentials=True, tools={"packer"}, profile="offline")
     assert got["debian-12-qemu"] == "qemu-system-x86_64 is not installed"
     assert got["debian-12-virtualbox"] == "qemu-system-x86_64 is not installed"
+
+
+def test_builders_narrow_the_night_to_their_pairs(tree: Paths) -> None:
+    cfg = load_config(tree, profile="offline")
+    got = [p.pair.name for p in plan(cfg, ["debian-12", "ubuntu-24.04"], builders=["qemu", "amazon-ebs"],
+                                     online=lambda url: False, credentials=lambda: False,
+                                     have=lambda tool: tool in ALL_TOOLS)]
+    assert got == ["debian-12-qemu", "ubuntu-24.04-qemu", "ubuntu-24.04-amazon-ebs"]
+
+
+def test_an_unknown_builder_is_refused_before_anything_runs(tree: Paths) -> None:
+    with pytest.raises(UserError, match="unknown builder\\(s\\): vmware"):
+        plan(load_config(tree), [], builders=["qemu", "vmware"], online=lambda url: False)
