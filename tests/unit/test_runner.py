@@ -108,15 +108,25 @@ def test_interrupt_from_another_thread_stops_running_groups(tmp_path: Path) -> N
     assert not _alive(int(pidfile.read_text()))
 
 
+def _stoppable_step(pidfile: Path,
+                    setup: str = "from kiln.runner import raise_on_sigterm; raise_on_sigterm()",
+                    guard: str = "contextlib.nullcontext()") -> str:
+    """A Python program that runs one step (a shell leaving a `sleep` whose pid goes to `pidfile`)
+    and exits 130 on Interrupted: with kiln's task CLI signal handling, or with `setup` and inside
+    `guard` (an expression giving a context manager) instead."""
+    return (
+        f"import contextlib, sys; {setup}\n"
+        "from kiln.runner import run\nfrom kiln.errors import Interrupted\n"
+        f"try:\n    with {guard}:\n"
+        f"        run(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait'], step='s', quiet=True)\n"
+        "except Interrupted as e:\n    print('INTERRUPTED', e); sys.exit(130)\n"
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=lambda s: s.name)
 def test_a_stop_signal_becomes_interrupted_and_stops_children(tmp_path: Path, sig: signal.Signals) -> None:
     pidfile = tmp_path / "child.pid"
-    code = (
-        "import sys; from kiln.runner import run, raise_on_sigterm; raise_on_sigterm()\n"
-        "from kiln.errors import Interrupted\n"
-        f"try:\n    run(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait'], step='s', quiet=True)\n"
-        "except Interrupted as e:\n    print('INTERRUPTED', e); sys.exit(130)\n"
-    )
+    code = _stoppable_step(pidfile)
     # Ctrl-C as a terminal delivers it: a run started in the background inherits SIGINT ignored.
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
@@ -135,16 +145,8 @@ def test_under_nohup_a_hangup_is_ignored_and_sigterm_still_cleans_up(tmp_path: P
     SIGTERM still becomes Interrupted, so the step's processes are stopped. Both places that turn
     signals into Interrupted: the task CLI's and the base image build's own (kiln.image.base)."""
     pidfile = tmp_path / "child.pid"
-    install = ("from kiln.runner import raise_on_sigterm; raise_on_sigterm(); import contextlib; "
-               "guard = contextlib.nullcontext()" if entry == "raise_on_sigterm" else
-               "from kiln.image.base import _sigterm_raises; guard = _sigterm_raises()")
-    code = (
-        f"import sys; {install}\n"
-        "from kiln.runner import run\nfrom kiln.errors import Interrupted\n"
-        "try:\n    with guard:\n"
-        f"        run(['sh', '-c', 'sleep 300 & echo $! > {pidfile}; wait'], step='s', quiet=True)\n"
-        "except Interrupted as e:\n    print('INTERRUPTED', e); sys.exit(130)\n"
-    )
+    code = (_stoppable_step(pidfile) if entry == "raise_on_sigterm" else
+            _stoppable_step(pidfile, "from kiln.image.base import _sigterm_raises", "_sigterm_raises()"))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     child = int(_wait_for(pidfile))
