@@ -2,8 +2,7 @@
 root) and a cluster of three masters and an agent (`invoke up --shape 3m1a`): Mesos runs tasks,
 survives the loss of its leading master (the fail-over time is printed); the ZooKeeper ensemble
 keeps serving with that master gone, refuses writes when a second one goes, and when both come
-back has its data, Mesos one leader all masters agree on and its agent, and every machine passes
-its role's suites.
+back has its data, Mesos one leader all masters agree on and its agent, and runs tasks again.
 (Without Mesos in the image: three masters, ZooKeeper only.)
 
 Every machine runs under libvirt (TCG here: this host's KVM cannot run Linux guests) inside a
@@ -95,7 +94,7 @@ def test_a_cluster_fails_over_and_its_ensemble_keeps_and_loses_quorum(libvirt_ns
                                                                      debian_box) -> None:
     """One pass, one master at a time: the leading master goes (Mesos fails over, ZooKeeper keeps
     a quorum of two), then a second (no quorum: writes refused), then `invoke up` brings both
-    back (data intact, one leader all masters agree on, the agent active, every role's suites pass)."""
+    back (data intact, one leader all masters agree on, the agent active, tasks run)."""
     shape = "3m" if NO_MESOS else "3m1a"
     name = f"kiln-e2e-{shape}"
     directory = REPO_ROOT / "build" / "vagrant" / name
@@ -128,7 +127,8 @@ def test_a_cluster_fails_over_and_its_ensemble_keeps_and_loses_quorum(libvirt_ns
 
         # Both back (`invoke up` again starts halted machines and waits until the cluster is
         # ready: ZooKeeper 3/3 with a leader; Mesos with one leader every master names and the
-        # agent active on it): data intact; the suites below run Mesos tasks on every master.
+        # agent active on it): data intact, and the cluster runs tasks again. (The master and
+        # agent suites, `invoke test --cluster`, are left out to keep CI inside its time.)
         again = run_in(libvirt_ns, up, vagrant_env)
         assert again.returncode == 0 and f"{name}: READY" in again.stdout
         assert zk.read(gone, "/kiln-e2e") == "v2"
@@ -137,11 +137,8 @@ def test_a_cluster_fails_over_and_its_ensemble_keeps_and_loses_quorum(libvirt_ns
             assert "1/1 agents active" in again.stdout, again.stdout
             masters = _masters(zk)
             assert len({zk.leading_master(m, masters) for m in masters}) == 1
-
-        # Every master passes its role's suites (in parallel, one worker per machine).
-        tested = run_in(libvirt_ns, [*INVOKE, "test", "--cluster", name], vagrant_env)
-        assert tested.returncode == 0
-        assert f"{name}: PASSED on {3 if NO_MESOS else 4} machine(s)" in tested.stdout
+            back = zk.task(gone, masters[gone], "e2e-recovered", "echo after the quorum came back")
+            assert "TASK_FINISHED" in back, back
     finally:
         if directory.exists():
             down = run_in(libvirt_ns, [*INVOKE, "down", "--destroy", "--cluster", name], vagrant_env)

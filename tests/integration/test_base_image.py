@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from kiln.config.load import load_config
-from kiln.image import accel, base, boximage, publish, vm
+from kiln.image import accel, base
 from kiln.image.base import BaseImage, build_base
 from kiln.keys import ensure_build_key
 from kiln.paths import REPO_ROOT, Paths
@@ -267,20 +267,3 @@ def test_image_boots_and_lets_the_build_user_in(built: Built, tmp_path: Path) ->
     assert not _alive(pid)
     serial = (tmp_path / "serial.log").read_text(errors="replace")
     assert "Linux version" in serial  # console=ttyS0 reaches the serial log
-
-
-def test_the_image_boots_from_inside_a_published_box(built: Built, tmp_path: Path) -> None:
-    """kiln keeps a published image only inside its libvirt box: kiln.image.vm.booted (the boot
-    test's QEMU) boots it from there, through an overlay, and the box is left as it was."""
-    box = publish.publish_box(built.image.path, 'Vagrant.configure("2") do |config|\nend\n',
-                              tmp_path / "base.box")
-    size_before, mtime_before = box.stat().st_size, box.stat().st_mtime_ns
-    verdict = accel.probe(built.paths.cache)
-    key = ensure_build_key(built.paths.build)
-    with vm.booted(boximage.locate(box), tmp_path / "vm", key=key, user=str(built.target["ssh_username"]),
-                   accel=verdict.accel, name="boxed-base", memory_mb=1024) as guest:
-        assert guest.ssh("sudo -n true").returncode == 0
-        wrote = guest.ssh("echo changed | sudo tee /etc/kiln-overlay-check && sync")
-        assert wrote.returncode == 0, wrote.stderr
-    assert (box.stat().st_size, box.stat().st_mtime_ns) == (size_before, mtime_before)
-    assert not list((tmp_path / "vm").glob("*.overlay.qcow2"))
