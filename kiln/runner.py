@@ -484,16 +484,17 @@ def query(command: Sequence[str | os.PathLike[str]], *, step: str, timeout: floa
     return out.decode("utf-8", errors="replace")
 
 
-def raise_on_sigterm() -> None:
+def interrupt(signum: int, frame: object) -> None:
+    """The handler that turns a stop signal into Interrupted."""
+    raise Interrupted(f"received {signal.Signals(signum).name}")
+
+
+def raise_on_sigterm() -> dict[int, Any]:
     """Make SIGTERM and SIGHUP behave like Ctrl-C so cleanup code runs (finally blocks, runner).
-    A signal kiln was started ignoring stays ignored: under `nohup` a hangup must not stop a build."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(f"received {signal.Signals(signum).name}")
-
-    for sig in STOP_SIGNALS:
-        if signal.getsignal(sig) != signal.SIG_IGN:
-            signal.signal(sig, handler)
+    A signal kiln was started ignoring stays ignored: under `nohup` a hangup must not stop a build.
+    Returns the handlers it replaced, by signal."""
+    return {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS
+            if signal.getsignal(sig) != signal.SIG_IGN}
 
 
 # -- run records --------------------------------------------------------------------------------------

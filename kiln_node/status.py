@@ -173,12 +173,15 @@ def _mesos_master(spec: Dict[str, Any], probe: Dict[str, Any]) -> Tuple[bool, st
     url = _url(spec, probe, "/state")
     code, body, location = http_get(url)
     if code in (301, 302, 303, 307, 308):
-        return with_log_state(parse_master_redirect(location), _log_recovered(spec, probe))
-    if code == 503:
+        answer = parse_master_redirect(location)
+    elif code == 503:
         return False, "no leading master elected ({} answered HTTP 503)".format(url), {}
-    if code != 200:
+    elif code != 200:
         return False, "{} answered HTTP {}".format(url, code), {}
-    return with_log_state(_parse_json(url, body, parse_master_state), _log_recovered(spec, probe))
+    else:
+        answer = _parse_json(url, body, parse_master_state)
+    # Only a master that is otherwise ready is asked about its log: one request less for the rest.
+    return with_log_state(answer, _log_recovered(spec, probe) if answer[0] else None)
 
 
 def _log_recovered(spec: Dict[str, Any], probe: Dict[str, Any]) -> Optional[bool]:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from kiln.paths import REPO_ROOT
+from kiln_node import status as kiln_node_status
 
 
 def _prebuilt_tarball() -> Path:
@@ -522,7 +523,7 @@ class Cluster:
                 if not master.running():
                     raise RuntimeError(f"{master.name} exited" + master.tail())
                 status, body, _ = get(self.master_urls[i] + "/metrics/snapshot", timeout=5)
-                if status != 200 or json.loads(body).get("registrar/log/recovered") != 1:
+                if status != 200 or not kiln_node_status.parse_log_recovered(json.loads(body)):
                     return False
             return True
 

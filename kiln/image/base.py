@@ -41,10 +41,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from kiln.errors import Interrupted, StepFailed, UserError
+from kiln.errors import StepFailed, UserError
 from kiln.fileutil import locked
 from kiln.keys import ensure_build_key
-from kiln.runner import STOP_SIGNALS, StepTimedOut, run, which
+from kiln.runner import STOP_SIGNALS, StepTimedOut, raise_on_sigterm, run, which
 
 # Bounds of the recipe's steps: a hung one ends with its name and the log, never a silent hang.
 MMDEBSTRAP_TIMEOUT = 3600.0  # downloads and unpacks a few hundred packages
@@ -202,12 +202,7 @@ def _sigterm_raises() -> Iterator[None]:
             or any(callable(signal.getsignal(sig)) for sig in STOP_SIGNALS):
         yield
         return
-
-    def handler(signum: int, frame: object) -> None:
-        raise Interrupted(f"received {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS
-                if signal.getsignal(sig) != signal.SIG_IGN}
+    previous = raise_on_sigterm()
     try:
         yield
     finally:
