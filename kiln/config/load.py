@@ -11,20 +11,19 @@ import contextlib
 import copy
 import ipaddress
 import json
-import math
-import os
 import re
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kiln import strictjson
 from kiln.config import catalog
 from kiln.config.schema import json_type, schema_problems, short
 from kiln.config.shapes import parse_shape
 from kiln.errors import ConfigError
 from kiln.paths import Paths
+from kiln.strictjson import Limits, Refused
 
 
 @dataclass(frozen=True)
@@ -64,144 +63,21 @@ def deep_merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, An
     return out
 
 
-# -- reading JSON strictly ------------------------------------------------------------------------
-# A config file is a regular file (a FIFO is opened without blocking and refused) of at most
-# MAX_FILE_BYTES of UTF-8 JSON, without NaN or Infinity, numbers of more than MAX_NUMBER_CHARS
-# characters (Python's int() refuses 4300 digits with a ValueError; no setting needs 21), keys
-# given twice, strings that are not text (lone surrogates), or nesting deeper than MAX_DEPTH.
+# -- reading JSON strictly (kiln/strictjson.py says what is refused) -------------------------------
 MAX_FILE_BYTES = 8 << 20
 MAX_DEPTH = 32  # config.json nests 5 levels
-MAX_NUMBER_CHARS = 20
+STRICT = Limits(max_bytes=MAX_FILE_BYTES, max_depth=MAX_DEPTH, max_number_chars=20,  # no setting needs 21
+                what="a config file", nests=5)
 # A flood of problems (20,000 unknown keys) is summed up, not printed whole.
 MAX_SHOWN = 20
 MAX_PROBLEM_CHARS = 300
 PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
-class Refused(ValueError):
-    """A file or value that is not JSON kiln accepts; the message says why."""
-
-
-def read_text(path: Path, limit: int = MAX_FILE_BYTES) -> str:
-    """A regular file's UTF-8 text; Refused for anything else (never blocks on a FIFO)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise Refused("file not found (check the path)") from None
-    except OSError as exc:
-        raise Refused(f"cannot read ({exc.strerror or exc}): pass a readable JSON file") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise Refused(f"cannot read: {_kind(mode)}, not a regular file; pass a JSON file")
-        data = _read_at_most(fd, limit + 1)
-    except OSError as exc:
-        raise Refused(f"cannot read ({exc.strerror or exc}): pass a readable JSON file") from None
-    finally:
-        os.close(fd)
-    if len(data) > limit:
-        raise Refused(f"larger than {limit} bytes, too large for a config file; pass the config overlay "
-                      "itself")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Refused(f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                      "save it as UTF-8") from None
-
-
-def _read_at_most(fd: int, size: int) -> bytes:
-    chunks: list[bytes] = []
-    got = 0
-    while got < size:
-        chunk = os.read(fd, min(1 << 20, size - got))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
-
-
-def loads_strict(text: str) -> Any:
-    """JSON as kiln accepts it (see above); json.JSONDecodeError when it is not JSON at all,
-    Refused when it is JSON kiln does not take."""
-    try:
-        data = json.loads(text, parse_constant=_constant, parse_int=_int, parse_float=_float,
-                          object_pairs_hook=_object)
-    except RecursionError:
-        raise Refused(f"nested more than {MAX_DEPTH} levels deep; a config nests 5") from None
-    problem = structure_problem(data)
-    if problem:
-        raise Refused(problem)
-    return data
-
-
-def _constant(name: str) -> Any:
-    raise Refused(f"{name} is not a JSON number; give a finite number")
-
-
-def _check_length(literal: str) -> None:
-    if len(literal) > MAX_NUMBER_CHARS:
-        raise Refused(f"the number {literal[:12]}... has {len(literal)} characters; give one of at most "
-                      f"{MAX_NUMBER_CHARS}")
-
-
-def _int(literal: str) -> int:
-    _check_length(literal)
-    return int(literal)
-
-
-def _float(literal: str) -> float:
-    _check_length(literal)
-    value = float(literal)
-    if not math.isfinite(value):
-        raise Refused(f"the number {literal} is beyond a float's range; give a finite number")
-    return value
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise Refused(f"the key {short(key)} appears twice in one object; keep one")
-        out[key] = value
-    return out
-
-
-def structure_problem(data: Any) -> str:
-    """Nesting deeper than MAX_DEPTH, or a string that is not text; walked without recursion."""
-    stack: list[tuple[Any, int]] = [(data, 0)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, str):
-            if not _is_text(value):
-                return "a string holds a lone surrogate such as \\ud800, which is not text; give real text"
-        elif isinstance(value, dict | list):
-            if depth >= MAX_DEPTH:
-                return f"nested more than {MAX_DEPTH} levels deep; a config nests 5"
-            stack.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
-            if isinstance(value, dict):
-                stack.extend((key, depth + 1) for key in value)
-    return ""
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _read_json(path: Path, problems: list[str], label: str = "") -> dict[str, Any] | None:
     where = label or str(path)
     try:
-        data = loads_strict(read_text(path))
+        data = strictjson.loads(strictjson.read_text(path, STRICT), STRICT)
     except Refused as exc:
         problems.append(f"{where}: {exc}")
         return None
@@ -264,7 +140,7 @@ def parse_set(expr: str, data: Mapping[str, Any]) -> tuple[list[str], Any]:
     if key.count(".") >= MAX_DEPTH:
         raise ValueError(f"--set {_quoted(expr)}: a key path of more than {MAX_DEPTH} parts")
     try:
-        value = loads_strict(raw)
+        value = strictjson.loads(raw, STRICT)
     except json.JSONDecodeError:
         value = raw
     except Refused as exc:

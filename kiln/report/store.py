@@ -2,37 +2,32 @@
 
 `load_run` refuses anything else with a UserError (not JSON, not a report, another
 schema version, fields of the wrong type), so a stale or hand-edited previous report
-never turns into a wrong diff. The file itself is read strictly first: a regular file (a
-FIFO is opened without blocking and refused) of at most MAX_REPORT_BYTES of UTF-8 JSON, without
-NaN or Infinity, numbers of more than MAX_NUMBER_CHARS characters, keys given twice, strings
-that are not text (lone surrogates) or nesting deeper than MAX_DEPTH.
+never turns into a wrong diff. The file is read strictly first (kiln/strictjson.py).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import os
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 
+from kiln import strictjson
 from kiln.errors import UserError
 from kiln.report.files import write_atomic
 from kiln.report.model import Check, Entry, Run, iso_time
+from kiln.strictjson import Limits, Refused
 
 SCHEMA_NAME = "kiln-nightly-report"
 SCHEMA_VERSION = 1
 SCHEMA_FILE = Path(__file__).with_name("schema.json")
-# A nightly of every target with a few hundred checks each is a few MB.
+# A nightly of every target with a few hundred checks each is a few MB; a report nests 5 levels
+# (entries, an entry, checks, a check); seconds and byte counts need no more digits (2**64 has 20).
 MAX_REPORT_BYTES = 64 << 20
-# A report nests 5 levels (entries, an entry, checks, a check).
-MAX_DEPTH = 32
-# Seconds and byte counts need no more (2**64 has 20 digits).
-MAX_NUMBER_CHARS = 32
+STRICT = Limits(max_bytes=MAX_REPORT_BYTES, max_depth=32, max_number_chars=32, what="a nightly report",
+                nests=5)
 # jsonschema quotes the offending value in its messages; a long one is cut.
 MAX_PROBLEM_CHARS = 200
 FIX = "pass the nightly.json that `invoke nightly` wrote"
@@ -144,118 +139,13 @@ def save_run(run: Run, path: Path) -> Path:
 
 def load_run(path: Path) -> Run:
     """The Run a nightly.json holds. Raises UserError naming the file for anything else."""
-    return run_from_dict(_parse(_read(path), path), str(path))
+    return run_from_dict(_parse(path), str(path))
 
 
-def _read(path: Path) -> str:
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+def _parse(path: Path) -> Any:
     try:
-        fd = os.open(path, flags)
-    except OSError as exc:
-        raise UserError(f"cannot read report {path}: {exc.strerror or exc}", FIX) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise UserError(f"cannot read report {path}: {_kind(mode)}, not a regular file", FIX)
-        chunks: list[bytes] = []
-        size = 0
-        while size <= MAX_REPORT_BYTES:
-            chunk = os.read(fd, min(1 << 20, MAX_REPORT_BYTES + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-        data = b"".join(chunks)
-    except OSError as exc:
-        raise UserError(f"cannot read report {path}: {exc.strerror or exc}", FIX) from None
-    finally:
-        os.close(fd)
-    if len(data) > MAX_REPORT_BYTES:
-        raise UserError(f"report {path} is larger than {MAX_REPORT_BYTES} bytes", FIX)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"report {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                        f"{exc.start})", FIX) from None
-
-
-def _kind(mode: int) -> str:
-    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
-    return next((name for test, name in kinds if test(mode)), "a special file")
-
-
-class _Refused(ValueError):
-    """A JSON value load_run does not accept; the message says which."""
-
-
-def _parse(text: str, path: Path) -> Any:
-    """JSON, strictly: see the module's docstring."""
-    try:
-        data = json.loads(text, parse_constant=_constant, parse_int=_int, parse_float=_float,
-                          object_pairs_hook=_object)
-    except _Refused as exc:
-        raise UserError(f"{path} is not JSON kiln accepts: {exc}", FIX) from None
-    except RecursionError:
-        raise UserError(f"{path} is nested too deeply (more than {MAX_DEPTH} levels)", FIX) from None
+        return strictjson.loads(strictjson.read_text(path, STRICT), STRICT)
+    except Refused as exc:
+        raise UserError(f"report {path}: {exc}", FIX) from None
     except ValueError as exc:
         raise UserError(f"{path} is not JSON: {exc}", FIX) from None
-    problem = _structure_problem(data)
-    if problem:
-        raise UserError(f"{path}: {problem}", FIX)
-    return data
-
-
-def _constant(name: str) -> Any:
-    raise _Refused(f"{name} is not a JSON number")
-
-
-def _check_length(literal: str) -> None:
-    if len(literal) > MAX_NUMBER_CHARS:
-        raise _Refused(f"the number {literal[:12]}... has {len(literal)} characters, more than the "
-                       f"{MAX_NUMBER_CHARS} accepted")
-
-
-def _int(literal: str) -> int:
-    _check_length(literal)
-    return int(literal)
-
-
-def _float(literal: str) -> float:
-    _check_length(literal)
-    value = float(literal)
-    if not math.isfinite(value):
-        raise _Refused(f"the number {literal} is beyond a float's range")
-    return value
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Refused(f"the key {json.dumps(key)} appears twice in one object")
-        out[key] = value
-    return out
-
-
-def _structure_problem(data: Any) -> str:
-    """Nesting deeper than MAX_DEPTH, or a string that is not text; walked without recursion."""
-    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
-    while stack:
-        value, where, depth = stack.pop()
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                return f"{where or '(top)'} is not text (it holds a lone surrogate such as \\ud800)"
-            continue
-        if isinstance(value, dict | list):
-            if depth >= MAX_DEPTH:
-                return f"nested more than {MAX_DEPTH} levels deep, deeper than a nightly report is"
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            for key, item in items:
-                child = f"{where}/{key}" if where else str(key)
-                stack.append((item, child, depth + 1))
-                if isinstance(key, str):
-                    stack.append((key, child, depth + 1))
-    return ""

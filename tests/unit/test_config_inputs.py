@@ -145,7 +145,7 @@ CASES = [
          ("/nonexistent/kiln.json: file not found", "check the path")),
     Case("top-level-array", overlay([1, 2]), ("overlay.json: expected a JSON object at the top, got array",)),
     Case("nested-100000", overlay_file("deep.json", b"[" * 100_000 + b"]" * 100_000),
-         ("deep.json: nested more than 32 levels deep", "a config nests 5")),
+         ("deep.json: nested more than 32 levels deep", "a config file nests 5")),
     Case("nested-40", overlay_file("deep.json", nested(40)), ("deep.json: nested more than 32 levels deep",)),
     Case("nan", overlay_file("nan.json", b'{"trial": {"cpus": NaN}}'),
          ("nan.json: NaN is not a JSON number", "give a finite number")),
@@ -162,7 +162,8 @@ CASES = [
     Case("duplicate-key", overlay_file("dup.json", b'{"trial": {"cpus": 2, "cpus": 4}}'),
          ('dup.json: the key "cpus" appears twice in one object', "keep one")),
     Case("lone-surrogate", overlay_file("sur.json", b'{"trial": {"vm_name": "\\ud800"}}'),
-         ("sur.json: a string holds a lone surrogate", "give real text")),
+         ("sur.json: trial/vm_name is not text (it holds a lone surrogate such as \\ud800)",
+          "give real text")),
     # sections and values of the wrong type: the schema speaks first, cross-field checks never crash
     Case("set-build-5", sets("build=5"), ("$.build: expected object, got integer 5",)),
     Case("set-shapes-[5]", sets("cluster.shapes=[5]"),
