@@ -27,14 +27,13 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from argparse import Namespace
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from bridge_support import LOCAL, catches, get, stop_pid, wait_for
 
 from kiln.paths import REPO_ROOT
 from kiln_bridge.apply import APPLIED, NOT_READY, REJECTED, UNCHANGED, Applier
@@ -45,7 +44,6 @@ from kiln_bridge.render import IMAGE_DEFAULTS, GlobalSettings, render
 HAPROXY = "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else shutil.which("haproxy")
 pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (/usr/sbin/haproxy)")
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "marathon"
-LOCAL = "127.0.0.1"
 # Task addresses in apps.json -> the name of the local backend standing in for that task.
 # Tasks the bridge must filter out (staging, killing, failing health checks) all go to "trap".
 TASK_BACKENDS = {31001: "web-1", 31002: "web-2", 31010: "api", 31011: "api-admin",
@@ -214,48 +212,8 @@ class MarathonStandIn:
         self.server.stop()
 
 
-def wait_for(what: str, check: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.05)
-
-
-def stop_pid(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def catches(proc: subprocess.Popen[Any], signum: int) -> bool:
-    """Whether the running process has a handler for `signum` (SigCgt in /proc/PID/status)."""
-    assert proc.poll() is None, f"process {proc.pid} exited with {proc.returncode}"
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
-    return False
-
-
-def get(port: int, host: str | None = None) -> tuple[int, str]:
-    """One GET through HAProxy: (status, body); (0, reason) when the connection fails."""
-    request = urllib.request.Request(f"http://{LOCAL}:{port}/")
-    if host:
-        request.add_header("Host", host)
-    try:
-        with urllib.request.urlopen(request, timeout=3) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode(errors="replace")
-    except OSError as exc:
-        return 0, str(exc)
-
-
 def answers(port: int, host: str | None = None, count: int = 6) -> set[str]:
-    return {get(port, host)[1] for _ in range(count)}
+    return {get(port, host=host)[1] for _ in range(count)}
 
 
 def routed(port: int, host: str | None, expected: set[str], timeout: float = 15.0) -> None:
@@ -494,7 +452,7 @@ def test_routes_by_host_header_and_by_service_port(world: World, capsys: pytest.
     routed(vhost, "web.example.test", {"web-1", "web-2"})
     routed(vhost, f"API2.example.test:{vhost}", {"api"})
     routed(vhost, "api.example.test", {"api"})
-    assert get(vhost, "unknown.example.test")[0] == 503
+    assert get(vhost, host="unknown.example.test")[0] == 503
     routed(world.ports[10001], None, {"web-1", "web-2"})
     routed(world.ports[10002], None, {"api"})
     routed(world.ports[10003], None, {"api-admin"})

@@ -17,66 +17,22 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import mesos_local
 import pytest
+from bridge_support import LOCAL, catches, get, stop_pid, wait_for
 
 from kiln.paths import REPO_ROOT
 
 HAPROXY = "/usr/sbin/haproxy" if os.path.exists("/usr/sbin/haproxy") else shutil.which("haproxy")
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (/usr/sbin/haproxy)")]
-LOCAL = "127.0.0.1"
+MARKER = "/marker"  # what each task's server answers with its own marker
 INITIAL_CONFIG = ("global\n  maxconn 64\n\ndefaults\n  mode tcp\n  timeout connect 1s\n"
                   "  timeout client 5s\n  timeout server 5s\n")
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 30.0,
-             detail: Callable[[], str] = str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"timed out after {timeout:g}s waiting for {what}{detail()}"
-        time.sleep(0.1)
-
-
-def stop_pid(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
-def catches(proc: subprocess.Popen[Any], signum: int) -> bool:
-    assert proc.poll() is None, f"process {proc.pid} exited with {proc.returncode}"
-    for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) & (1 << (signum - 1)))
-    return False
-
-
-def get(port: int, path: str = "/marker", host: str | None = None) -> tuple[int, str]:
-    """One GET through HAProxy: (status, body); (0, reason) when the connection fails."""
-    request = urllib.request.Request(f"http://{LOCAL}:{port}{path}")
-    if host:
-        request.add_header("Host", host)
-    try:
-        with urllib.request.urlopen(request, timeout=3) as resp:
-            return resp.status, resp.read().decode().strip()
-    except urllib.error.HTTPError as exc:
-        return exc.code, ""
-    except OSError as exc:
-        return 0, str(exc)
 
 
 class Haproxy:
@@ -149,8 +105,9 @@ def web_task(task_id: str, port: int, marker: str, labels: dict[str, str],
 
 
 def routes_to(port: int, marker: str, host: str | None = None, timeout: float = 30.0) -> None:
-    wait_for(f"port {port} ({host or 'no Host'}) -> {marker}", lambda: get(port, host=host) == (200, marker),
-             timeout, lambda: f"; last answer {get(port, host=host)}")
+    wait_for(f"port {port} ({host or 'no Host'}) -> {marker}",
+             lambda: get(port, MARKER, host) == (200, marker), timeout,
+             lambda: f"; last answer {get(port, MARKER, host)}")
 
 
 def bridge_detail(proc: subprocess.Popen[Any], log: Path, haproxy: Haproxy) -> Callable[[], str]:
@@ -184,7 +141,7 @@ def test_the_bridge_routes_real_mesos_tasks_through_haproxy(tmp_path: Path, meso
         routes_to(service_a, "kiln-task-a")
         routes_to(vhost_port, "kiln-task-a", host="a.kiln.test")
         routes_to(service_b, "kiln-task-b")
-        assert get(vhost_port, host="b.kiln.test")[0] == 503
+        assert get(vhost_port, MARKER, "b.kiln.test")[0] == 503
         text = haproxy.config.read_text()
         assert text.count("\nlisten ") == 2, text
         assert f"  server {LOCAL}:{port_a} {LOCAL}:{port_a} check\n" in text
@@ -195,7 +152,7 @@ def test_the_bridge_routes_real_mesos_tasks_through_haproxy(tmp_path: Path, meso
         wait_for("plain-b to stop running", lambda: cluster.task_state("plain-b") != "TASK_RUNNING", 60)
         wait_for("the listener of plain-b to go", lambda: f":{service_b}\n" not in haproxy.config.read_text(),
                  30, detail)
-        wait_for("haproxy to refuse the old service port", lambda: get(service_b)[0] == 0, 15)
+        wait_for("haproxy to refuse the old service port", lambda: get(service_b, MARKER)[0] == 0, 15)
         routes_to(service_a, "kiln-task-a")
         assert proc.poll() is None, detail()
     lines = log.read_text().splitlines()
