@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -21,11 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_support import assert_refused, invoke, snapshot
 
 from kiln.paths import REPO_ROOT, Paths
 from kiln.tasks.cli import KilnTask
-
-INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
 
 
 def closed_port() -> int:
@@ -46,34 +44,6 @@ def local_aws_env(endpoint: str | None) -> dict[str, str]:
     if endpoint:
         env["AWS_ENDPOINT_URL"] = endpoint
     return env
-
-
-def invoke(tree: Paths, *args: str, env: dict[str, str] | None = None,
-           timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and "proxy" not in k.lower()}
-    full = {**base, "KILN_ROOT": str(tree.root), **(env or {})}
-    return subprocess.run([*INVOKE, *args], capture_output=True, text=True, env=full, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    out = {}
-    for path in root.rglob("*"):
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_size if not path.is_dir() else 0, st.st_mtime_ns)
-    return out
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], phrases: tuple[str, ...],
-                   max_lines: int = 3) -> None:
-    text = result.stdout + result.stderr
-    assert result.returncode == 2, text
-    assert "Traceback" not in text, text
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert lines and lines[0].startswith("error:"), result.stderr
-    assert len(lines) <= max_lines and all(len(ln) <= 400 for ln in lines), result.stderr
-    for phrase in phrases:
-        assert phrase in result.stderr, f"{phrase!r} not in:\n{result.stderr}"
 
 
 # -- the table ------------------------------------------------------------------------------------

@@ -5,19 +5,12 @@ decided before a VM starts: bad input exits 2 with one clear message and writes 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 
-from kiln.paths import REPO_ROOT, Paths
+from cli_support import invoke
+
+from kiln.paths import Paths
 from kiln.vagrant.render import render_cluster
-
-INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
-
-
-def invoke(tree: Paths, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_ROOT": str(tree.root)}
-    return subprocess.run([*INVOKE, *args], capture_output=True, text=True, env=env, timeout=120)
 
 
 def _refused(result: subprocess.CompletedProcess[str], *phrases: str) -> None:

@@ -11,50 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import assert_refused, invoke, snapshot
 
 from kiln.config import catalog
 from kiln.config.load import MAX_DEPTH, MAX_FILE_BYTES, load_config, semantic_problems
 from kiln.errors import ConfigError
 from kiln.paths import REPO_ROOT, Paths
-
-INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
-
-
-def invoke(tree: Paths, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_ROOT": str(tree.root)}
-    return subprocess.run([*INVOKE, *args], capture_output=True, text=True, env=env, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every path under root with its size and mtime: a file written or touched changes it."""
-    out = {}
-    for path in root.rglob("*"):
-        st = path.lstat()
-        out[str(path.relative_to(root))] = (st.st_size if not path.is_dir() else 0, st.st_mtime_ns)
-    return out
-
-
-def assert_refused(result: subprocess.CompletedProcess[str], phrases: tuple[str, ...],
-                   max_lines: int = 3) -> None:
-    text = result.stdout + result.stderr
-    assert result.returncode == 2, text
-    assert "Traceback" not in text, text
-    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
-    assert lines and lines[0].startswith("error:"), result.stderr
-    assert len(lines) <= max_lines, result.stderr
-    assert all(len(ln) <= 400 for ln in lines), result.stderr
-    for phrase in phrases:
-        assert phrase in result.stderr, f"{phrase!r} not in:\n{result.stderr}"
-
 
 # -- the table ------------------------------------------------------------------------------------
 
@@ -258,7 +226,7 @@ def test_hostile_config_input_is_refused_with_one_message_and_nothing_written(tr
     inputs.mkdir()
     argv = case.make(inputs)
     before = snapshot(tree.root)
-    result = invoke(tree, "render", *argv)
+    result = invoke(tree, "render", *argv, timeout=60)
     assert_refused(result, case.phrases)
     assert snapshot(tree.root) == before, "a refused input wrote or changed files"
 
@@ -272,7 +240,7 @@ def test_a_flood_of_problems_prints_a_bounded_summary(tree: Paths) -> None:
     flood = {"trial": {f"unknown_key_{i:05d}": i for i in range(20_000)}}
     path.write_text(json.dumps(flood), encoding="utf-8")
     before = snapshot(tree.root)
-    result = invoke(tree, "render", "--config", str(path))
+    result = invoke(tree, "render", "--config", str(path), timeout=60)
     assert_refused(result, ("configuration: 20000 problems, the first 20 of them:", "... and 19980 more",
                             "$.trial.unknown_key_00000: unknown key (allowed: box_name"), max_lines=23)
     assert len(result.stderr) < 10_000

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from python39 import python39
 
 from kiln.config import catalog
 from kiln.config.load import load_config
@@ -622,26 +623,9 @@ def test_every_module_parses_as_python_3_9() -> None:
         ast.parse(path.read_text(), filename=str(path), feature_version=(3, 9))
 
 
-def _python39() -> tuple[str, dict[str, str]]:
-    exe = os.environ.get("KILN_PYTHON39") or shutil.which("python3.9")
-    if not exe:
-        pytest.skip("no python3.9 on PATH (set KILN_PYTHON39 to one) to run kiln_node as old images do")
-    env: dict[str, str] = {}
-    if shutil.which("pyenv") and not os.environ.get("KILN_PYTHON39"):
-        # A pyenv shim runs 3.9 only when that version is selected.
-        bare = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False)
-        versions = [v for v in bare.stdout.split() if v.startswith("3.9")]
-        if versions:
-            env["PYENV_VERSION"] = versions[-1]
-    probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                           text=True, env={**os.environ, **env}, check=False)
-    if probe.stdout.strip() != "(3, 9)":
-        pytest.skip(f"{exe} does not run Python 3.9 here: {probe.stdout.strip()} {probe.stderr.strip()}")
-    return exe, env
-
 
 def test_runs_on_python_3_9_with_the_same_result(tmp_path: Path) -> None:
-    python, env = _python39()
+    python, env = python39()
     for name, spec in (("standalone", standalone()), ("master", master(3)), ("agent", agent())):
         spec_file = tmp_path / f"{name}.json"
         spec_file.write_text(json.dumps(spec))

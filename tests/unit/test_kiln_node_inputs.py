@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from python39 import python39
 
 from kiln.paths import REPO_ROOT
 
@@ -427,22 +428,6 @@ def test_a_symlink_that_stays_inside_the_root_is_used(tmp_path: Path, make_env: 
     assert (env.outside / "x").read_text() == "sentinel\n"
 
 
-def _python39() -> tuple[str, dict[str, str]]:
-    exe = os.environ.get("KILN_PYTHON39") or shutil.which("python3.9")
-    if not exe:
-        pytest.skip("no python3.9 on PATH (set KILN_PYTHON39 to one) to run kiln_node as old images do")
-    env: dict[str, str] = {}
-    if shutil.which("pyenv") and not os.environ.get("KILN_PYTHON39"):
-        bare = subprocess.run(["pyenv", "versions", "--bare"], capture_output=True, text=True, check=False)
-        versions = [v for v in bare.stdout.split() if v.startswith("3.9")]
-        if versions:
-            env["PYENV_VERSION"] = versions[-1]
-    probe = subprocess.run([exe, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
-                           text=True, env={**os.environ, **env}, check=False)
-    if probe.stdout.strip() != "(3, 9)":
-        pytest.skip(f"{exe} does not run Python 3.9 here: {probe.stdout.strip()} {probe.stderr.strip()}")
-    return exe, env
-
 
 PY39_CASES = ["spec-not-utf8", "spec-fifo", "spec-nested-5000", "spec-nan", "spec-400-digits",
               "spec-duplicate-key", "name-trailing-newline", "secret-lone-surrogate", "root-double-slash",
@@ -454,7 +439,7 @@ PY39_CASES = ["spec-not-utf8", "spec-fifo", "spec-nested-5000", "spec-nan", "spe
 def test_refusals_are_the_same_on_python_3_9(tmp_path: Path, make_env: Callable[[Path], Env],
                                              case: Hostile) -> None:
     """Images run kiln-node on their own python3, 3.9 on the oldest."""
-    python, env = _python39()
+    python, env = python39()
     check_refusal(case, make_env(tmp_path), python, env)
 
 

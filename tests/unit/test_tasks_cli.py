@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-from kiln.paths import REPO_ROOT, Paths
+from cli_support import invoke
 
-INVOKE = [sys.executable, "-m", "invoke", "--search-root", str(REPO_ROOT)]
-
-
-def invoke(tree: Paths, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "KILN_ROOT": str(tree.root)}
-    return subprocess.run([*INVOKE, *args], capture_output=True, text=True, env=env, timeout=120)
+from kiln.paths import Paths
 
 
 def test_list_shows_every_task_with_one_line_help(tree: Paths) -> None:
