@@ -168,6 +168,39 @@ def base(c, target=None, config=None, set_=None, profile="", force=False):
 
 @task(iterable=COMMON, help={
     **COMMON_HELP,
+    "target": "Target whose built (qemu) image to write out (default: debian-12).",
+    "format": "qcow2 (default: the image as the box holds it, compressed) or raw (sparse; for tools "
+              "that take a plain disk).",
+    "output": "The file to write (default: build/exports/<target>-qemu.qcow2, or .img for raw).",
+    "force": "Replace the file when it exists.",
+})
+@handle_errors
+def export(c, target="debian-12", format_="qcow2", output="", force=False, config=None, set_=None,
+           profile=""):
+    """Write a built image to a file of its own, out of its Vagrant box (for virt-install & co.).
+
+    The published box is checked against its build's metadata first; the file appears only when
+    complete."""
+    from pathlib import Path
+
+    from kiln.errors import UserError
+    from kiln.image import export as export_mod
+
+    one_of("--format", format_, export_mod.FORMATS)
+    paths = Paths()
+    targets = config_from(config, set_, profile, paths)["targets"]
+    if target not in targets:
+        raise UserError(f"--target {target!r}: no such target", f"pick one of {', '.join(sorted(targets))}")
+    path = Path(output).expanduser() if output else export_mod.default_output(paths.exports, target, format_)
+    say(f"==> {target}: writing the {format_} image to {path}")
+    done = export_mod.export_image(paths.artifacts, target, format_, path, force=force,
+                                   log=paths.logs / f"export-{target}.log")
+    say(f"{done.path}: {done.format}, {done.bytes / 2**20:.0f} MiB on disk, image sha256 {done.sha256} "
+        f"({done.seconds:.0f}s)")
+
+
+@task(iterable=COMMON, help={
+    **COMMON_HELP,
     "target": "Target whose built image to boot (default: debian-12).",
     "builder": "Builder that made it: qemu (the qcow2 on virtio) or virtualbox (the box's VMDK on "
                "AHCI and e1000, as VirtualBox presents them).",
@@ -412,8 +445,8 @@ def clean(c, all=False, boxes=False, config=None, set_=None, profile=""):
         say(f"no box {plan.box_name} in {plan.folder.parent} or libvirt's pool: nothing to remove")
 
 
-ns = Collection(render, validate, build, base, package, test, up, status, ssh, ssh_config, down, nightly,
-                report, doctor, pin, clean)
+ns = Collection(render, validate, build, base, package, export, test, up, status, ssh, ssh_config, down,
+                nightly, report, doctor, pin, clean)
 ns.add_collection(ami_ns)
 ns.add_collection(cache_ns)
 enable_help(ns)

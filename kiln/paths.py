@@ -75,6 +75,11 @@ class Paths:
         return self.build / "reports"
 
     @property
+    def exports(self) -> Path:
+        """Where `invoke export` writes image files by default."""
+        return self.build / "exports"
+
+    @property
     def keys(self) -> Path:
         """kiln's build key (kiln.keys): beside the cache, whose images trust it."""
         return self.cache / "keys"

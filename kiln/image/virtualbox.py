@@ -45,16 +45,14 @@ from kiln.image.artifacts import (
     METADATA,
     artifact_files,
     box_catalog,
-    box_version,
     publish,
     sha256_of,
     write_json,
 )
-from kiln.image.boximage import BoxImage
+from kiln.image.boximage import Published, find_published
 from kiln.runner import capture
 
 BUILDER = "virtualbox"
-SOURCE_BUILDER = "qemu"
 PROVIDER = "virtualbox"
 OVF_NAME = "box.ovf"
 DISK_NAME = "box-disk001.vmdk"
@@ -86,19 +84,6 @@ class BoxSpec:
 
 
 @dataclass(frozen=True)
-class Source:
-    """A finished QEMU bake: the image inside its libvirt box, the box's checksum, box version and
-    components."""
-
-    directory: Path
-    image: BoxImage
-    sha256: str  # of the libvirt box
-    version: str
-    components: Mapping[str, Any]
-    manifest: Path | None
-
-
-@dataclass(frozen=True)
 class BoxResult:
     directory: Path
     box: Path
@@ -119,46 +104,6 @@ def spec_from_config(config: Mapping[str, Any], target: str, **overrides: Any) -
                               "memory_mb": trial["memory_mb"], "project": config.get("project", {})}
     values.update(overrides)
     return BoxSpec(**values)
-
-
-def find_source(artifacts: Path, target: str, project_version: str = "0") -> Source:
-    """The published QEMU bake of `target`, its libvirt box checked against its metadata."""
-    directory = artifacts / f"{target}-{SOURCE_BUILDER}"
-    box = directory / f"{target}-{SOURCE_BUILDER}.box"
-    hint = f"run `invoke build --target {target} --builder qemu` first"
-    if not box.is_file():
-        raise UserError(f"no QEMU bake of {target}: {box} is missing", hint)
-    recorded = _recorded_sha256(directory / METADATA, box.name)
-    if recorded is None:
-        raise UserError(f"{directory / METADATA} does not list {box.name}: not a finished bake", hint)
-    actual = sha256_of(box)
-    if actual != recorded:
-        raise UserError(f"{box} does not match its bake (sha256 {actual[:12]}..., recorded "
-                        f"{recorded[:12]}...): changed after the build?", hint)
-    image = boximage.locate(box)
-    manifest = directory / GUEST_MANIFEST
-    components = _read_json(manifest).get("components", {}) if manifest.is_file() else {}
-    version = _catalog_version(directory / CATALOG) or box_version(project_version, box.stat().st_mtime)
-    return Source(directory, image, actual, version, components, manifest if manifest.is_file() else None)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _recorded_sha256(metadata: Path, name: str) -> str | None:
-    entry = _read_json(metadata).get("artifacts", {}).get(name)
-    return entry.get("sha256") if isinstance(entry, dict) else None
-
-
-def _catalog_version(catalog: Path) -> str | None:
-    versions = _read_json(catalog).get("versions") or [{}]
-    version = versions[0].get("version") if isinstance(versions[0], dict) else None
-    return str(version) if version else None
 
 
 def box_vagrantfile(mac: str, ssh_username: str) -> str:
@@ -192,9 +137,9 @@ def write_box(box: Path, members: Sequence[tuple[str, Path]]) -> None:
 
 
 def make_box(spec: BoxSpec, artifacts: Path, *, log: Path | None = None,
-             source: Source | None = None) -> BoxResult:
+             source: Published | None = None) -> BoxResult:
     """Build build/artifacts/<target>-virtualbox/ from the target's QEMU bake; see the module doc."""
-    source = source or find_source(artifacts, spec.target, str(spec.project.get("version", "0")))
+    source = source or find_published(artifacts, spec.target, str(spec.project.get("version", "0")))
     final = artifacts / spec.pair
     staging = artifacts / f".{spec.pair}.partial"
     with locked(artifacts / f".{spec.pair}.lock"):
@@ -217,7 +162,7 @@ def _timed(seconds: dict[str, float], name: str, func: Callable[[], T]) -> T:
         seconds[name] = round(time.monotonic() - started, 1)
 
 
-def _assemble(spec: BoxSpec, source: Source, staging: Path, final: Path, log: Path | None) -> BoxResult:
+def _assemble(spec: BoxSpec, source: Published, staging: Path, final: Path, log: Path | None) -> BoxResult:
     seconds: dict[str, float] = {}
     started = time.monotonic()
     seed = f"{spec.target}\0{source.sha256}"
@@ -247,7 +192,7 @@ def _write_members(work: Path, machine: ovf.Machine, ssh_username: str) -> list[
     return [(name, work / name) for name in sorted((BOX_VAGRANTFILE, DISK_NAME, OVF_NAME, BOX_METADATA))]
 
 
-def _write_beside(spec: BoxSpec, source: Source, machine: ovf.Machine, contents: dict[str, Any],
+def _write_beside(spec: BoxSpec, source: Published, machine: ovf.Machine, contents: dict[str, Any],
                   staging: Path, final_box: Path) -> None:
     """The bake's image manifest, the box catalog and kiln-metadata.json next to the box."""
     if source.manifest is not None:
@@ -259,7 +204,7 @@ def _write_beside(spec: BoxSpec, source: Source, machine: ovf.Machine, contents:
     write_json(staging / METADATA, _metadata(spec, source, machine, contents, dict(sorted(files.items()))))
 
 
-def _metadata(spec: BoxSpec, source: Source, machine: ovf.Machine, contents: dict[str, Any],
+def _metadata(spec: BoxSpec, source: Published, machine: ovf.Machine, contents: dict[str, Any],
               files: dict[str, Any]) -> dict[str, Any]:
     qemu_img = (capture(["qemu-img", "--version"]) or "").splitlines()
     return {
@@ -267,7 +212,7 @@ def _metadata(spec: BoxSpec, source: Source, machine: ovf.Machine, contents: dic
         "target": spec.target,
         "builder": BUILDER,
         "project": dict(spec.project),
-        "made_from": {"pair": f"{spec.target}-{SOURCE_BUILDER}", "box": source.image.box.name,
+        "made_from": {"pair": f"{spec.target}-{boximage.SOURCE_BUILDER}", "box": source.image.box.name,
                       "sha256": source.sha256, "box_version": source.version},
         "virtualbox": {"os_type": machine.os.vbox, "cpus": machine.cpus, "memory_mb": machine.memory_mb,
                        "nested_hw_virt": machine.nested_hw_virt, "base_mac": machine.ident.mac,

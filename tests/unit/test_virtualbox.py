@@ -27,6 +27,7 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from bake_samples import fake_bake
+from bake_samples import small_qcow2 as make_small_qcow2
 
 from kiln.errors import UserError
 from kiln.image import boximage, ovf, virtualbox, vmdk
@@ -345,17 +346,7 @@ def test_sections_and_item_fields_are_those_of_the_virtualbox_export() -> None:
 
 @pytest.fixture
 def small_qcow2(tmp_path: Path) -> Path:
-    """A 64 MiB qcow2 with a few MiB of data in it."""
-    raw = tmp_path / "small.raw"
-    with raw.open("wb") as fh:
-        fh.truncate(64 << 20)
-        for n in range(0, 64, 7):
-            fh.seek(n << 20)
-            fh.write(hashlib.sha256(str(n).encode()).digest() * 4096)
-    qcow2 = tmp_path / "small.qcow2"
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(qcow2)], check=True)
-    raw.unlink()
-    return qcow2
+    return make_small_qcow2(tmp_path)
 
 
 @needs_qemu_img
