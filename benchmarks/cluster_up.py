@@ -49,7 +49,7 @@ from kiln.paths import Paths
 from kiln.runner import run, which
 box = boxes.resolve(load_config(Paths()), Paths(), "libvirt")
 run(boxes.add_command(box, "libvirt", which("vagrant", "")), step="vagrant box add", quiet=True)
-print(boxes.seed_libvirt_pool(box))
+print(boxes.seed_libvirt_pool(box, Paths().cache))
 """
 
 

@@ -35,6 +35,21 @@ module Kiln
     JSON.parse(File.read(out.strip))
   end
 
+  # Before the trial's `vagrant up` with libvirt: kiln puts the image of the box built here into
+  # libvirt's pool itself (python -m kiln.vagrant.trial --seed-pool), in seconds, where
+  # vagrant-libvirt's own upload takes minutes. When it cannot, it says so and Vagrant goes on.
+  def self.seed_pool_before_up(config, root)
+    config.trigger.before :up do |trigger|
+      trigger.name = "kiln: the box image into libvirt's pool"
+      trigger.ruby do |_env, machine|
+        next unless machine.provider_name == :libvirt
+
+        python = File.join(root, ".venv", "bin", "python")
+        system({ "KILN_ROOT" => root }, python, "-m", "kiln.vagrant.trial", "--seed-pool", chdir: root)
+      end
+    end
+  end
+
   # What a user opens next, shown when a machine is up: the endpoints of its role that the image
   # holds (every one when the box's contents are unknown), from the catalog in the JSON.
   def self.endpoints(cluster, role, ip)

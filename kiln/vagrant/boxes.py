@@ -9,13 +9,18 @@ vagrant/kiln.rb makes the same choice in Ruby for the trial Vagrantfile (tests c
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from kiln.config.load import Config
 from kiln.errors import UserError
+from kiln.fileutil import locked
+from kiln.image import boximage
 from kiln.image.artifacts import CATALOG, GUEST_MANIFEST
+from kiln.image.boximage import BoxImage
 from kiln.paths import Paths
 
 BUILDER_FOR_PROVIDER = {"libvirt": "qemu", "virtualbox": "virtualbox"}
@@ -90,10 +95,13 @@ def add_command(box: Box, provider: str, vagrant: str) -> list[str]:
 
 
 # -- libvirt: put the box image into the storage pool ourselves ---------------------------------
-# vagrant-libvirt uploads a box image into the pool through its Ruby bindings at a few MiB/s;
-# virsh does the same upload in seconds. A volume under the name vagrant-libvirt looks for
-# (handle_box_image.rb: '/' -> '-VAGRANTSLASH-', '_vagrant_box_image_<version>_box.img') makes
-# it skip its own upload; should that naming ever change, it simply uploads as before.
+# vagrant-libvirt uploads a box image into the pool through its Ruby bindings at a few MiB/s
+# (about 7 minutes for kiln's 1 GiB image); virsh does the same upload in seconds. A volume under
+# the name vagrant-libvirt looks for (handle_box_image.rb: '/' -> '-VAGRANTSLASH-',
+# '_vagrant_box_image_<version>_box.img') makes it skip its own upload; should that naming ever
+# change, it simply uploads as before. The image comes from Vagrant's copy of the box when it has
+# one, else straight from the box built here (its box.img member, read in place): the trial's
+# `vagrant up` seeds the pool before Vagrant has even added the box.
 
 def vagrant_home() -> Path:
     import os
@@ -109,32 +117,64 @@ def box_image(box_name: str, version: str, home: Path, provider: str = "libvirt"
     return home / "boxes" / box_name.replace("/", "-VAGRANTSLASH-") / version / provider / "box.img"
 
 
-def seed_libvirt_pool(box: Box, pool: str = "default", log: Path | None = None) -> str | None:
-    """Upload the installed box's image into the libvirt pool with virsh; the volume name, or
-    None when there is nothing to do (no version, image not installed, volume already there)."""
+def pool_source(box: Box) -> BoxImage | None:
+    """Where the box's qcow2 lies: Vagrant's installed copy, else the local box its catalog names;
+    None when neither is at hand (a remote box not added yet: vagrant-libvirt uploads it)."""
+    installed_image = box_image(box.name, box.version, vagrant_home())
+    if installed_image.is_file():
+        return BoxImage(installed_image.resolve(), 0, installed_image.stat().st_size)
+    if not (box.local and box.url.startswith("file://")):
+        return None
+    try:
+        catalog = json.loads(Path(unquote(urlparse(box.url).path)).read_text(encoding="utf-8"))
+        url = catalog["versions"][0]["providers"][0]["url"]
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+    if not isinstance(url, str) or not url.startswith("file://"):
+        return None
+    local_box = Path(unquote(urlparse(url).path))
+    return boximage.locate(local_box) if local_box.is_file() else None
+
+
+class PoolUnavailable(UserError):
+    """No libvirtd answers, or it has no such pool (vagrant-libvirt may still make one)."""
+
+
+def seed_libvirt_pool(box: Box, locks: Path, pool: str = "default", log: Path | None = None) -> str | None:
+    """Upload the box's image into the libvirt pool with virsh; the volume name, or None when
+    there is nothing to do (no version, no image at hand, volume already there); PoolUnavailable
+    when the pool does not answer. `locks` is the directory of the lock that keeps two kiln runs
+    from uploading the same volume at once."""
     from kiln.runner import capture, run, which
 
     if not box.version:
         return None
-    image = box_image(box.name, box.version, vagrant_home())
-    if not image.exists():
+    source = pool_source(box)
+    if source is None:
         return None
     volume = libvirt_volume(box.name, box.version)
     virsh = which("virsh", "apt-get install libvirt-clients")
     connect = ["-c", "qemu:///system"]
-    if capture([virsh, *connect, "vol-info", "--pool", pool, volume]) is not None:
-        return None
-    info = json.loads(capture([which("qemu-img", "apt-get install qemu-utils"), "info", "--output=json",
-                               str(image)]) or "{}")
-    size = int(info.get("virtual-size", 0))
-    if info.get("format") != "qcow2" or size <= 0:
-        return None  # not what vagrant-libvirt expects either: let it report the problem
-    run([virsh, *connect, "vol-create-as", pool, volume, str(size), "--format", "qcow2"],
-        step="virsh vol-create-as (box image)", log=log, quiet=True, timeout=120)
-    try:
-        run([virsh, *connect, "vol-upload", "--pool", pool, volume, str(image)],
-            step="virsh vol-upload (box image)", log=log, quiet=True, timeout=1800)
-    except BaseException:
-        capture([virsh, *connect, "vol-delete", "--pool", pool, volume])  # no half-uploaded volume
-        raise
+    if capture([virsh, *connect, "pool-info", pool]) is None:
+        raise PoolUnavailable(f"libvirt's storage pool {pool!r} does not answer at qemu:///system")
+    with locked(locks / "libvirt-pool.lock"):
+        if capture([virsh, *connect, "vol-info", "--pool", pool, volume]) is not None:
+            return None
+        info = json.loads(capture([which("qemu-img", "apt-get install qemu-utils"), "info", "--output=json",
+                                   source.qemu_filename]) or "{}")
+        size = int(info.get("virtual-size", 0))
+        if info.get("format") != "qcow2" or size <= 0:
+            return None  # not what vagrant-libvirt expects either: let it report the problem
+        run([virsh, *connect, "vol-create-as", pool, volume, str(size), "--format", "qcow2"],
+            step="virsh vol-create-as (box image)", log=log, quiet=True, timeout=120)
+        # virsh reads a pipe to its end; dd gives it exactly the image's bytes from the file.
+        upload = (f"dd if={shlex.quote(str(source.box))} bs=4M iflag=skip_bytes,count_bytes "
+                  f"skip={source.offset} count={source.size} status=none | "
+                  f"{shlex.join([virsh, *connect, 'vol-upload', '--pool', pool, volume, '/dev/stdin'])}")
+        try:
+            run(["bash", "-o", "pipefail", "-c", upload], step="virsh vol-upload (box image)", log=log,
+                quiet=True, timeout=1800)
+        except BaseException:
+            capture([virsh, *connect, "vol-delete", "--pool", pool, volume])  # no half-uploaded volume
+            raise
     return volume

@@ -125,7 +125,11 @@ def up(config: Config, paths: Paths, shape_text: str, *, name: str | None = None
         seconds["box add"] = round(time.monotonic() - t0, 1)
     if provider == "libvirt":
         t0 = time.monotonic()
-        volume = boxes.seed_libvirt_pool(box, log=log)
+        try:
+            volume = boxes.seed_libvirt_pool(box, paths.cache, log=log)
+        except boxes.PoolUnavailable as exc:
+            say(f"==> note: {exc}; vagrant-libvirt uploads the box image itself (minutes)")
+            volume = None
         if volume:
             seconds["box into libvirt pool"] = round(time.monotonic() - t0, 1)
             say(f"==> box image uploaded into libvirt's pool as {volume} "

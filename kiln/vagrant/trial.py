@@ -6,6 +6,12 @@ of its own. config.json's `trial` block sets name, address, size and provider; t
 one built here for that provider (its catalog) or trial.box_url.
 
     python -m kiln.vagrant.trial [--provider libvirt|virtualbox]   # prints the JSON's path
+    python -m kiln.vagrant.trial --seed-pool                        # before `vagrant up` (libvirt)
+
+--seed-pool puts the image of the box built here into libvirt's pool under the volume name
+vagrant-libvirt looks for (kiln.vagrant.boxes.seed_libvirt_pool): seconds, where
+vagrant-libvirt's own upload takes minutes. Anything in the way (no libvirtd, no local box) is
+a note, not an error: vagrant-libvirt then uploads the image itself.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from kiln.config.load import Config, load_config
 from kiln.config.shapes import parse_shape
-from kiln.errors import UserError
+from kiln.errors import StepFailed, UserError
 from kiln.fileutil import write_atomic
 from kiln.image import accel
 from kiln.output import warn
@@ -69,14 +76,38 @@ def write(config: Config, paths: Paths, provider: str) -> Path:
     return path
 
 
+def seed_pool(config: Config, paths: Paths) -> str:
+    """The line to show for seeding libvirt's pool with the trial's box ("" when nothing was done)."""
+    started = time.monotonic()
+    try:
+        box = boxes.resolve(config, paths, "libvirt")
+    except UserError:
+        return ""  # no box at all: the trial's description has said so already
+    try:
+        volume = boxes.seed_libvirt_pool(box, paths.cache, log=paths.logs / "trial-pool.log")
+    except (UserError, StepFailed) as exc:
+        return (f"kiln: the box image was not put into libvirt's pool ({str(exc).splitlines()[0]}); "
+                "vagrant-libvirt uploads it itself, which takes minutes")
+    if volume is None:
+        return ""
+    return f"kiln: box image uploaded into libvirt's pool as {volume} ({time.monotonic() - started:.0f}s)"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiln.vagrant.trial", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--provider", default="", help="libvirt or virtualbox (default: trial.provider)")
+    parser.add_argument("--seed-pool", action="store_true",
+                        help="put the box built here into libvirt's storage pool (see above)")
     args = parser.parse_args(argv)
     paths = Paths()
     try:
         config = load_config(paths)
+        if args.seed_pool:
+            line = seed_pool(config, paths)
+            if line:
+                print(line, file=sys.stderr)
+            return 0
         provider = args.provider or config["trial"]["provider"]
         if provider not in boxes.PROVIDERS:
             raise UserError(f"provider {provider!r}: kiln's trial knows {', '.join(boxes.PROVIDERS)}")

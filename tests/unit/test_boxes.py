@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from bake_samples import fake_bake, small_qcow2
 
 from kiln.config.load import load_config
 from kiln.errors import UserError
@@ -129,7 +130,27 @@ def test_the_pool_volume_has_the_name_vagrant_libvirt_looks_for(tmp_path: Path) 
         tmp_path / "boxes" / "kiln-VAGRANTSLASH-mesos-debian-12" / "0.1.0.1" / "libvirt" / "box.img")
 
 
-def test_nothing_to_seed_without_a_version_or_an_installed_image(tmp_path: Path, monkeypatch) -> None:
+def test_nothing_to_seed_without_a_version_or_an_image_at_hand(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("VAGRANT_HOME", str(tmp_path))
-    assert boxes.seed_libvirt_pool(boxes.Box("kiln/x", "", "https://e.example/x.box", False)) is None
-    assert boxes.seed_libvirt_pool(boxes.Box("kiln/x", "1.0", "file:///c.json", True)) is None
+    for box in (boxes.Box("kiln/x", "", "https://e.example/x.box", False),  # no version to name it by
+                boxes.Box("kiln/x", "1.0", "https://e.example/c.json", False),  # remote, not added yet
+                boxes.Box("kiln/x", "1.0", (tmp_path / "no-catalog.json").as_uri(), True)):
+        assert boxes.pool_source(box) is None
+        assert boxes.seed_libvirt_pool(box, tmp_path) is None
+
+
+def test_the_pool_is_seeded_from_vagrants_copy_else_from_the_box_built_here(
+        tree: Paths, tmp_path: Path, monkeypatch) -> None:
+    image = small_qcow2(tmp_path)
+    directory = fake_bake(tree.artifacts, image, {"base": {"version": "1"}}, version="0.1.0.7")
+    box = boxes.Box("kiln/mesos-debian-12", "0.1.0.7", (directory / "box-catalog.json").as_uri(), True)
+    monkeypatch.setenv("VAGRANT_HOME", str(tmp_path / "vagrant.d"))
+    member = boxes.pool_source(box)  # not added to Vagrant yet: the local box's member, in place
+    assert member is not None and member.box == (directory / "debian-12-qemu.box").resolve()
+    with member.box.open("rb") as fh:
+        fh.seek(member.offset)
+        assert fh.read(member.size) == image.read_bytes()
+    added = boxes.box_image(box.name, box.version, tmp_path / "vagrant.d")
+    added.parent.mkdir(parents=True)
+    shutil.copyfile(image, added)
+    assert boxes.pool_source(box) == boxes.BoxImage(added.resolve(), 0, image.stat().st_size)
