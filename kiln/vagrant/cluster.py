@@ -30,7 +30,7 @@ from kiln.image import accel as accel_mod
 from kiln.keys import ensure_build_key
 from kiln.output import say
 from kiln.paths import Paths
-from kiln.runner import run, which
+from kiln.runner import StepTimedOut, run, which
 from kiln.vagrant import addresses, boxes, capacity
 from kiln.vagrant.environment import vagrant_env
 from kiln.vagrant.readiness import NodeReport, Verdict, probe_kinds, verdict
@@ -167,9 +167,19 @@ def _libvirt_driver(config: Config, paths: Paths, accel: str | None, provider: s
 
 # -- readiness ---------------------------------------------------------------------------------
 
+STATUS_SECONDS = 60  # one `kiln-node status` over SSH; a busy machine under TCG may need longer
+
+
 def node_report(cluster: Cluster, machine: str, role: str, ip: str = "") -> NodeReport:
-    result = run(["ssh", "-F", str(cluster.ssh_config), machine, "sudo kiln-node status --json"],
-                 step=f"status of {machine}", quiet=True, check=False, timeout=60)
+    """What the machine's kiln-node says of its services; one that does not answer (SSH down, or
+    slower than STATUS_SECONDS) is a machine not ready yet, never an error: the caller's overall
+    timeout decides."""
+    try:
+        result = run(["ssh", "-F", str(cluster.ssh_config), machine, "sudo kiln-node status --json"],
+                     step=f"status of {machine}", quiet=True, check=False, timeout=STATUS_SECONDS)
+    except StepTimedOut:
+        return NodeReport(machine, role, None, f"kiln-node status did not answer within {STATUS_SECONDS}s",
+                          ip)
     text = result.output
     if result.returncode not in (0, 3) or "{" not in text:
         last = text.strip().splitlines()[-1] if text.strip() else f"exit {result.returncode}"

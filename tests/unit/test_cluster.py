@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,23 @@ def test_the_only_cluster_with_machines_is_the_default(tree: Paths) -> None:
 def test_a_block_with_a_line_that_is_not_key_value_is_an_error() -> None:
     with pytest.raises(KilnError, match="unreadable block for m4"):
         cluster.parse_ssh_config("Host m4\n  HostName 10.0.0.4\n  User kiln\n  IdentityFile /k\n  Oops\n")
+
+
+def _hung_ssh(bin_dir: Path) -> None:
+    """A stand-in for ssh to a machine too busy to answer: it prints nothing and never ends."""
+    bin_dir.mkdir()
+    fake = bin_dir / "ssh"
+    fake.write_text("#!/bin/sh\nexec sleep 600\n")
+    fake.chmod(0o755)
+
+
+def test_a_node_that_does_not_answer_in_time_is_not_ready_not_an_error(tmp_path: Path,
+                                                                         monkeypatch) -> None:
+    _hung_ssh(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{tmp_path / 'bin'}:{os.environ['PATH']}")
+    monkeypatch.setattr(cluster, "STATUS_SECONDS", 1)
+    found = cluster.Cluster("kiln-t", tmp_path, {"machines": []})
+    report = cluster.node_report(found, "m1", "master", "10.141.141.10")
+    assert report.status is None
+    assert report.error == "kiln-node status did not answer within 1s"
+    assert (report.name, report.role, report.ip) == ("m1", "master", "10.141.141.10")
