@@ -72,7 +72,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("mkdir", "coreutils", ("build",)),  # the package sandbox's mount script
     Tool("sh", "dash", ("build", "vagrant"), None),  # runs the sandbox's and netns's mount scripts
     Tool("truncate", "coreutils", ("build",)),
-    Tool("dd", "coreutils", ("build",)),
+    Tool("dd", "coreutils", ("build", "vagrant")),  # vagrant: the box image into libvirt's pool
     Tool("tar", "tar", ("build",)),
     Tool("unshare", "util-linux", ("build", "vagrant")),
     # the KVM probe's kernel, fetched from the host's apt mirror
@@ -84,6 +84,7 @@ TOOLS: tuple[Tool, ...] = (
     Tool("libvirtd", "libvirt-daemon-system", ("vagrant",)),
     Tool("virtlogd", "libvirt-daemon-system", ("vagrant",)),
     Tool("virsh", "libvirt-clients", ("vagrant",)),
+    Tool("bash", "bash", ("vagrant",)),  # pipes the box image into virsh (pipefail)
     Tool("dnsmasq", "dnsmasq-base", ("vagrant",)),
     Tool("ip", "iproute2", ("vagrant",), ("-V",)),
     Tool("pgrep", "procps", ("vagrant",), ("-V",)),
