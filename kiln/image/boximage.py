@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,9 +45,8 @@ class BoxImage:
                          "file": {"driver": "file", "filename": str(self.box)}}}
         return "json:" + json.dumps(spec, separators=(",", ":"))
 
-    def sha256(self, chunk: int = 4 << 20) -> str:
-        """sha256 of the image's bytes: what `tar -xf <box> box.img` would give."""
-        digest = hashlib.sha256()
+    def blocks(self, chunk: int = 4 << 20) -> Iterator[bytes]:
+        """The image's bytes, read in place in blocks of at most `chunk`."""
         left = self.size
         with self.box.open("rb") as fh:
             fh.seek(self.offset)
@@ -55,8 +54,14 @@ class BoxImage:
                 block = fh.read(min(chunk, left))
                 if not block:
                     raise UserError(f"{self.box} ends inside {IMAGE_MEMBER}: the box is truncated")
-                digest.update(block)
+                yield block
                 left -= len(block)
+
+    def sha256(self) -> str:
+        """sha256 of the image's bytes: what `tar -xf <box> box.img` would give."""
+        digest = hashlib.sha256()
+        for block in self.blocks():
+            digest.update(block)
         return digest.hexdigest()
 
 

@@ -22,7 +22,6 @@ from kiln.image.boximage import SOURCE_BUILDER, BoxImage, find_published
 from kiln.runner import run, which
 
 FORMATS = ("qcow2", "raw")
-CHUNK = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -77,16 +76,10 @@ def export_image(artifacts: Path, target: str, fmt: str, output: Path, *, force:
 def _copy(image: BoxImage, to: Path) -> str:
     """The box's image bytes into `to` (flushed to disk); their sha256."""
     digest = hashlib.sha256()
-    left = image.size
-    with image.box.open("rb") as src, to.open("wb") as dst:
-        src.seek(image.offset)
-        while left > 0:
-            block = src.read(min(CHUNK, left))
-            if not block:
-                raise UserError(f"{image.box} ends inside its image: the box is truncated")
+    with to.open("wb") as dst:
+        for block in image.blocks():
             digest.update(block)
             dst.write(block)
-            left -= len(block)
         dst.flush()
         os.fsync(dst.fileno())
     return digest.hexdigest()

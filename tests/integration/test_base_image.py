@@ -29,6 +29,7 @@ from kiln.image import accel, base
 from kiln.image.base import BaseImage, build_base
 from kiln.keys import ensure_build_key
 from kiln.paths import REPO_ROOT, Paths
+from kiln.runner import stop_group
 
 pytestmark = [
     pytest.mark.vm,
@@ -218,13 +219,7 @@ def booted(image: Path, workdir: Path, key: Path, user: str, accel_name: str) ->
     try:
         yield Guest(port, key, user, proc, serial)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, grace=20)
 
 
 def test_image_boots_and_lets_the_build_user_in(built: Built, tmp_path: Path) -> None:
