@@ -8,7 +8,7 @@ masters, ZooKeeper only.)
 Every machine runs under libvirt (TCG here: this host's KVM cannot run Linux guests) inside a
 network namespace the tests create; vagrant, ssh and kiln run inside it too (conftest.run_in).
 The one-node trial (`vagrant up` at the top) is brought up only with KILN_E2E_TRIAL=1: under
-TCG it takes some ten minutes that CI's time has no room for. In CI its Vagrantfile is rendered
+TCG it takes some six minutes that CI's time has no room for. In CI its Vagrantfile is rendered
 and checked by `vagrant validate` (tests/integration/test_vagrant_validate.py), its pool seeding
 runs against a real libvirtd (tests/integration/test_libvirt_pool.py), and it shares
 kiln/vagrant's machinery with the clusters.
@@ -186,7 +186,7 @@ def _mesos_fails_over(zk: Ensemble, ns, env: dict[str, str], name: str, ready: s
 
 
 @pytest.mark.skipif(os.environ.get("KILN_E2E_TRIAL") != "1",
-                    reason="the one-node trial boots only with KILN_E2E_TRIAL=1: ten minutes under TCG "
+                    reason="the one-node trial boots only with KILN_E2E_TRIAL=1: six minutes under TCG "
                            "that the README's test command (under 80 minutes) has no room for")
 def test_vagrant_up_gives_the_one_node_trial(libvirt_ns, vagrant_env, debian_box, tmp_path: Path) -> None:
     env = {**vagrant_env, "VAGRANT_DOTFILE_PATH": str(tmp_path / "dot-vagrant")}
